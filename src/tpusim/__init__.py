@@ -1,0 +1,31 @@
+"""tpusim: a software TPU. Compile a JAX function or Keras model the way XLA compiles for a
+TPU, run it with bf16 MXU numerics, and see what the chip does with it."""
+
+from tpusim._env import prepare_keras_environment
+
+prepare_keras_environment()
+
+from tpusim.api import Compiled, compile  # noqa: E402
+from tpusim.errors import (  # noqa: E402
+    ChipConfigError,
+    InputMismatchError,
+    OutOfMemoryError,
+    TpusimError,
+    UnknownDeviceError,
+    UnsupportedOpError,
+)
+from tpusim.hardware.chip import Chip, load_chip, list_devices, resolve_device  # noqa: E402
+from tpusim.ir.opset import supported_primitives  # noqa: E402
+
+
+def devices() -> list[str]:
+    """Names of the chips in the built-in catalog."""
+    return list_devices()
+
+
+__all__ = [
+    "Chip", "Compiled", "compile", "devices", "load_chip", "resolve_device", "supported_primitives",
+    "TpusimError", "ChipConfigError", "UnknownDeviceError", "UnsupportedOpError", "OutOfMemoryError",
+    "InputMismatchError",
+]
+__version__ = "0.1.0"

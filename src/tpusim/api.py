@@ -1,0 +1,141 @@
+"""The public entry point: tpusim.compile(...) -> Compiled, with stages you can stop between
+(traced jaxpr, IR graph, fused graph, Program) and `run` for real outputs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from tpusim.compiler import allocate, assign_precision, canonicalize, emit_program, fuse
+from tpusim.compiler.precision import USER_PRECISIONS
+from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
+from tpusim.errors import InputMismatchError, TpusimError
+from tpusim.frontend import lower, trace
+from tpusim.frontend.trace import Traced
+from tpusim.hardware.chip import Chip, resolve_device
+from tpusim.ir.counts import Counts, graph_counts
+from tpusim.ir.graph import Graph
+from tpusim.program.program import Program
+from tpusim.sim.numerics import run_program
+
+
+@dataclass
+class Compiled:
+    """A model compiled for one chip: inspect every stage, run it, count it."""
+
+    name: str
+    chip: Chip
+    precision: str
+    traced: Traced
+    graph: Graph  # IR after canonicalization and precision assignment
+    fused: Graph  # IR after fusion
+    program: Program
+    compile_seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # ---- running ---------------------------------------------------------------------------
+    def run(self, *args: Any, strict: bool = False) -> Any:
+        """Execute the compiled program; outputs are NumPy arrays in the function's structure.
+        `strict=True` walks every MXU grid step separately (slower, same arithmetic)."""
+        flat, tree = jax.tree.flatten(args)
+        if tree != self.traced.in_tree:
+            raise InputMismatchError(f"{self.name} was compiled for arguments structured as {self.traced.in_tree}, got {tree}")
+        arrays = []
+        for i, (x, spec) in enumerate(zip(flat, self.traced.in_avals)):
+            arr = np.asarray(x)
+            if tuple(arr.shape) != tuple(spec.shape):
+                raise InputMismatchError(
+                    f"argument {i} has shape {tuple(arr.shape)} but {self.name} was compiled for {tuple(spec.shape)}; "
+                    "compile again with an example of the new shape")
+            arrays.append(arr.astype(spec.dtype, copy=False))
+        outs = run_program(self.program, arrays, strict)
+        return jax.tree.unflatten(self.traced.out_tree, outs)
+
+    # ---- counting --------------------------------------------------------------------------
+    def counts(self) -> Counts:
+        """Counts from the IR (before fusion): FLOPs, XLA-convention FLOPs, transcendentals, bytes."""
+        return graph_counts(self.graph)
+
+    @property
+    def flops(self) -> float:
+        return self.counts().flops
+
+    @property
+    def hbm_bytes(self) -> int:
+        """HBM traffic of the fused program (tiling re-reads included)."""
+        return int(sum(k.hbm_bytes for k in self.program.kernels))
+
+    @property
+    def peak_hbm_bytes(self) -> int:
+        return self.program.peak_hbm_bytes
+
+    @property
+    def kernels(self):
+        return self.program.kernels
+
+    def cost_analysis(self) -> dict[str, float]:
+        """Like jax's compiled.cost_analysis(), from tpusim's own counts."""
+        c = self.counts()
+        return {"flops": c.flops, "flops_xla_convention": c.flops_xla, "transcendentals": c.transcendentals,
+                "bytes accessed": float(self.hbm_bytes), "bytes accessed unfused": c.bytes,
+                "peak hbm bytes": float(self.peak_hbm_bytes)}
+
+    # ---- printing --------------------------------------------------------------------------
+    def as_text(self, stage: str = "program") -> str:
+        """'jaxpr', 'ir', 'fused' or 'program'."""
+        if stage == "jaxpr":
+            return str(self.traced.closed_jaxpr)
+        if stage == "ir":
+            return self.graph.pretty()
+        if stage == "fused":
+            return self.fused.pretty()
+        if stage == "program":
+            return self.program.describe()
+        raise TpusimError(f"unknown stage '{stage}': use 'jaxpr', 'ir', 'fused' or 'program'")
+
+
+def compile(
+    fn_or_model: Any,
+    *example_args: Any,
+    device: str | Path | Chip = "v5e",
+    precision: str = "default",
+    vmem_fraction: float = DEFAULT_VMEM_FRACTION,
+    check_memory: bool = True,
+) -> Compiled:
+    """Compile a JAX function or Keras 3 model for a simulated chip.
+
+    Example args may be arrays or jax.ShapeDtypeStruct (no data needed). `precision` is
+    'default' (bf16 MXU inputs, f32 accumulation), 'high' (3 bf16 passes) or 'highest'
+    (6 bf16 passes, ~f32).
+    """
+    if precision not in USER_PRECISIONS:
+        raise TpusimError(f"precision must be one of {', '.join(USER_PRECISIONS)}, got '{precision}'")
+    if not 0 < vmem_fraction <= 1:
+        raise TpusimError(f"vmem_fraction must be in (0, 1], got {vmem_fraction}")
+    chip = resolve_device(device)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def stage(name: str, t: float) -> float:
+        now = time.perf_counter()
+        timings[name] = now - t
+        return now
+
+    traced = trace(fn_or_model, *example_args)
+    t = stage("trace", t0)
+    graph = lower(traced.closed_jaxpr)
+    t = stage("lower", t)
+    graph = canonicalize(graph)
+    graph = assign_precision(graph, precision, chip.mxu_dtype)
+    fused = fuse(graph)
+    t = stage("fuse", t)
+    program = emit_program(fused, chip.mxu_shape, int(chip.vmem_bytes * vmem_fraction))
+    t = stage("tile+emit", t)
+    allocate(program, chip.hbm_bytes if check_memory else None, chip.name)
+    stage("allocate", t)
+    return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings)

@@ -1,0 +1,106 @@
+"""HBM allocation by liveness.
+
+Every buffer (inputs, parameters, kernel results) is live from the kernel that writes it to the
+last kernel that reads it; parameters and inputs live throughout, outputs to the end. Buffers
+are placed greedily, largest first, at the lowest offset that no time-overlapping buffer uses
+(like XLA's heap simulator). The heap size is the peak HBM; the sum of live buffers at the worst
+kernel is reported beside it (their difference is fragmentation).
+"""
+
+from __future__ import annotations
+
+from tpusim.compiler.layout import padded_bytes
+from tpusim.errors import OutOfMemoryError
+from tpusim.ir.graph import Value
+from tpusim.program.program import Allocation, Kernel, Program
+
+ALIGN = 512  # bytes; HBM buffers are aligned to whole tiles
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _buffer_label(v: Value) -> str:
+    return f"{v.role} {v.name} {v.dtype.name}{list(v.shape)}"
+
+
+def liveness(program: Program) -> list[Allocation]:
+    """Live ranges (kernel index intervals) and sizes of every HBM buffer, not yet placed."""
+    n = max(1, len(program.kernels))
+    last = n - 1
+    allocs: dict[int, Allocation] = {}
+
+    def add(v: Value, start: int, end: int) -> None:
+        if v.is_const and v.size <= 1:
+            return  # immediates live in the instruction stream
+        size = _align(padded_bytes(v.shape, v.dtype))
+        if v.id in allocs:
+            a = allocs[v.id]
+            a.start, a.end = min(a.start, start), max(a.end, end)
+        else:
+            allocs[v.id] = Allocation(v, 0, size, start, end)
+
+    for v in list(program.inputs) + list(program.params):
+        add(v, 0, last)
+    for i, k in enumerate(program.kernels):
+        for v in k.outputs:
+            add(v, i, i)
+        for v in k.inputs:
+            if v.id in allocs:
+                allocs[v.id].end = max(allocs[v.id].end, i)
+            else:
+                add(v, 0, last)  # a constant read by this kernel
+        scratch = sum(body.peak_live_bytes for body in k.bodies.values())
+        if scratch:
+            tmp = Value((scratch,), "uint8", "temp", name=f"{k.name}/body-temporaries")
+            allocs[tmp.id] = Allocation(tmp, 0, _align(scratch), i, i)
+    for v in program.outputs:
+        if v.id in allocs:
+            allocs[v.id].end = last
+    return list(allocs.values())
+
+
+def place(allocs: list[Allocation]) -> int:
+    """Assign offsets (largest first, lowest free offset). Returns the heap size."""
+    placed: list[Allocation] = []
+    heap = 0
+    for a in sorted(allocs, key=lambda a: (-a.size, a.start)):
+        busy = sorted((b.offset, b.offset + b.size) for b in placed if b.start <= a.end and a.start <= b.end)
+        offset = 0
+        for lo, hi in busy:
+            if offset + a.size <= lo:
+                break
+            offset = max(offset, hi)
+        a.offset = offset
+        placed.append(a)
+        heap = max(heap, offset + a.size)
+    return heap
+
+
+def live_profile(allocs: list[Allocation], n_kernels: int) -> list[int]:
+    prof = [0] * max(1, n_kernels)
+    for a in allocs:
+        for t in range(a.start, a.end + 1):
+            prof[t] += a.size
+    return prof
+
+
+def allocate(program: Program, hbm_capacity: int | None = None, device: str = "") -> Program:
+    """Fill in the program's allocations and peaks; raise OutOfMemoryError if it cannot fit."""
+    allocs = liveness(program)
+    heap = place(allocs)
+    prof = live_profile(allocs, len(program.kernels))
+    program.allocations = allocs
+    program.peak_hbm_bytes = heap
+    program.peak_live_bytes = max(prof) if prof else 0
+    if hbm_capacity is not None and heap > hbm_capacity:
+        t = prof.index(max(prof))
+        live = sorted((a for a in allocs if a.start <= t <= a.end), key=lambda a: -a.size)
+        raise OutOfMemoryError(device, heap, hbm_capacity, [(_buffer_label(a.value), a.size) for a in live[:5]])
+    return program
+
+
+def kernel_at_peak(program: Program) -> Kernel | None:
+    prof = live_profile(program.allocations, len(program.kernels))
+    return program.kernels[prof.index(max(prof))] if program.kernels else None

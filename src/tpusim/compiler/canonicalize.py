@@ -1,0 +1,41 @@
+"""Canonicalization: drop ops that do nothing (same-shape reshapes, same-type converts,
+stop_gradient, optimization barriers), so later passes see only real work."""
+
+from __future__ import annotations
+
+from tpusim.ir.graph import Graph, Op, Value
+
+_IDENTITY_PRIMS = {"stop_gradient", "optimization_barrier", "copy", "copy_p"}
+
+
+def _is_identity(op: Op) -> bool:
+    if len(op.inputs) != len(op.outputs):
+        return False
+    if op.prim in _IDENTITY_PRIMS:
+        return True
+    if op.prim in ("reshape", "convert_element_type", "squeeze", "expand_dims") and len(op.inputs) == 1:
+        src, dst = op.inputs[0], op.outputs[0]
+        return src.shape == dst.shape and src.dtype == dst.dtype
+    return False
+
+
+def canonicalize(graph: Graph) -> Graph:
+    """Remove identity ops (nested bodies too), rewiring their users. Returns a new Graph."""
+    alias: dict[int, Value] = {}
+
+    def resolve(v: Value) -> Value:
+        while v.id in alias:
+            v = alias[v.id]
+        return v
+
+    ops: list[Op] = []
+    for op in graph.ops:
+        op.inputs = [resolve(v) for v in op.inputs]
+        if op.subgraphs:
+            op.subgraphs = {k: canonicalize(g) for k, g in op.subgraphs.items()}
+        if _is_identity(op):
+            for i, o in zip(op.inputs, op.outputs):
+                alias[o.id] = i
+            continue
+        ops.append(op)
+    return Graph(list(graph.inputs), [resolve(v) for v in graph.outputs], ops)

@@ -1,0 +1,152 @@
+"""Emit the Program: one Kernel per op of the fused graph, with grid, block specs, per-step
+work and post-fusion HBM traffic."""
+
+from __future__ import annotations
+
+from tpusim.compiler.layout import padded_bytes
+from tpusim.compiler.tiling import mxu_hbm_traffic, plan_loop, plan_mxu
+from tpusim.ir.counts import Counts, op_counts
+from tpusim.ir.graph import Graph, Op, Value
+from tpusim.ir.opset import Category, category_of
+from tpusim.program.program import BlockSpec, Kernel, Program, Step
+
+
+def _hbm(values: list[Value]) -> int:
+    return sum(padded_bytes(v.shape, v.dtype) for v in values if not (v.is_const and v.size <= 1))
+
+
+def _kernel_source(v: Value, fused: Graph, kernel_inputs: list[Value]) -> Value:
+    """The kernel input an MXU operand is read from (through a prologue transpose/reshape)."""
+    producers = {o.id: op for op in fused.ops for o in op.outputs}
+    ids = {k.id for k in kernel_inputs}
+    while v.id not in ids and v.id in producers:
+        srcs = [u for u in producers[v.id].inputs if not (u.is_const and u.size <= 1)]
+        if len(srcs) != 1:
+            break
+        v = srcs[0]
+    return v
+
+
+def _fused_counts(op: Op) -> Counts:
+    total = Counts()
+    for inner in op.subgraphs["fused"].ops:
+        total = total + op_counts(inner)
+    return total
+
+
+class ProgramBuilder:
+    def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int) -> None:
+        self.mxu_shape = mxu_shape
+        self.vmem_budget = vmem_budget
+        self.count = 0
+
+    def build(self, graph: Graph) -> Program:
+        kernels = [self.kernel(op) for op in graph.ops]
+        params = []
+        seen = {v.id for v in graph.inputs}
+        for k in kernels:
+            for v in k.inputs:
+                if v.is_const and v.id not in seen:
+                    seen.add(v.id)
+                    params.append(v)
+        return Program(kernels, list(graph.inputs), list(graph.outputs), params)
+
+    def _name(self, kind: str, scope: str) -> str:
+        scope = scope.split("/")[-1] if scope else ""
+        name = f"{scope}/{kind}.{self.count}" if scope else f"{kind}.{self.count}"
+        self.count += 1
+        return name
+
+    def kernel(self, op: Op) -> Kernel:
+        if op.prim == "fusion":
+            kind = op.params["kind"]
+            if kind in ("matmul", "conv"):
+                return self.mxu_kernel(op)
+            return self.loop_kernel(op)
+        return self.single_kernel(op)
+
+    def mxu_kernel(self, op: Op) -> Kernel:
+        anchor: Op = op.params["anchor"]
+        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget)
+        fused = op.subgraphs["fused"]
+        lhs_v, rhs_v = (_kernel_source(v, fused, op.inputs) for v in anchor.inputs[:2])
+        lhs_t, rhs_t, out_t = mxu_hbm_traffic(anchor, plan)
+        anchor_ids = {lhs_v.id, rhs_v.id}
+        extra_in = [v for v in op.inputs if v.id not in anchor_ids]
+        extra_out = [v for v in op.outputs if v is not anchor.outputs[0]]
+        side = _hbm(extra_in) + _hbm(extra_out)
+        ga = ("m", "n", "k")
+        specs = [
+            BlockSpec(lhs_v, (plan.tm, plan.tk), ("m", "k")),
+            BlockSpec(rhs_v, (plan.tk, plan.tn), ("k", "n")),
+        ]
+        specs += [BlockSpec(v, v.shape, ("",) * len(v.shape)) for v in extra_in]
+        specs += [BlockSpec(v, (plan.tm, plan.tn), ("m", "n"), "out") for v in op.outputs]
+        epilogue = [o.prim for o in op.subgraphs["fused"].ops if o is not anchor and category_of(o.prim) is not Category.MOVEMENT]
+        block_flops = 2 * plan.tm * plan.tk * plan.tn * plan.passes
+        steps = [
+            Step("dma_in", f"lhs block {plan.tm}x{plan.tk}", plan.tm * plan.tk * plan.in_itemsize),
+            Step("dma_in", f"rhs block {plan.tk}x{plan.tn}", plan.tk * plan.tn * plan.in_itemsize),
+            Step("mxu", f"{plan.precision} x{plan.passes} {plan.tm}x{plan.tk}x{plan.tn} into f32 acc", flops=block_flops),
+        ]
+        if epilogue:
+            steps.append(Step("vpu", "epilogue on last k step: " + ", ".join(epilogue), flops=plan.tm * plan.tn * len(epilogue)))
+        steps.append(Step("dma_out", f"out block {plan.tm}x{plan.tn} on last k step", plan.tm * plan.tn * plan.out_itemsize))
+        counts = _fused_counts(op)
+        hbm = lhs_t + rhs_t + out_t + side
+        counts.bytes = float(hbm)
+        return Kernel(self._name(op.params["kind"], op.scope), op.params["kind"], op, list(op.inputs), list(op.outputs),
+                      plan.grid, ga, specs, steps, counts, hbm, op.where, plan)
+
+    def loop_kernel(self, op: Op) -> Kernel:
+        fused = op.subgraphs["fused"]
+        values = list(op.inputs) + list(op.outputs)
+        total = max((v.size for v in values), default=1)
+        per_elem = sum(v.dtype.itemsize for v in values if v.size == total) or 4
+        grid, block = plan_loop(total, per_elem, self.vmem_budget)
+        rows = max(1, block // 128)
+        specs = [BlockSpec(v, (rows, 128) if v.size == total else v.shape,
+                           ("i", "") if v.size == total else ("",) * len(v.shape),
+                           "out" if v in op.outputs else "in") for v in values]
+        counts = _fused_counts(op)
+        hbm = _hbm(values)
+        counts.bytes = float(hbm)
+        vpu_ops = [o.prim for o in fused.ops if category_of(o.prim) is not Category.MOVEMENT]
+        steps = [
+            Step("dma_in", f"{len(op.inputs)} input blocks", _hbm(list(op.inputs)) // grid),
+            Step("vpu", ", ".join(vpu_ops) or "data movement", flops=int((counts.flops + counts.transcendentals) // grid)),
+            Step("dma_out", f"{len(op.outputs)} output blocks", _hbm(list(op.outputs)) // grid),
+        ]
+        return Kernel(self._name("fusion", op.scope), "loop", op, list(op.inputs), list(op.outputs),
+                      (grid,), ("i",), specs, steps, counts, hbm, op.where)
+
+    def single_kernel(self, op: Op) -> Kernel:
+        cat = category_of(op.prim)
+        ins = [v for v in op.inputs if not (v.is_const and v.size <= 1)]
+        counts = op_counts(op)
+        bodies: dict[str, Program] = {}
+        if cat is Category.CONTROL:
+            kind = op.prim
+            for name, g in op.subgraphs.items():
+                bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget).build(g)
+            hbm = sum(k.hbm_bytes for b in bodies.values() for k in b.kernels) * int(op.params.get("trip_count") or 1)
+            grid: tuple[int, ...] = (int(op.params.get("trip_count") or 1),)
+            axes: tuple[str, ...] = ("iteration",)
+            steps = [Step("vpu", f"{op.prim} body x{grid[0]}")]
+        else:
+            kind = {Category.WINDOW: "window", Category.GATHER: "gather", Category.RANDOM: "random"}.get(cat, "movement")  # type: ignore[arg-type]
+            hbm = _hbm(ins) + _hbm(list(op.outputs))
+            grid, axes = (1,), ("i",)
+            steps = [Step("dma_in", "operands", _hbm(ins)), Step("vpu", op.prim, flops=int(counts.flops)),
+                     Step("dma_out", "results", _hbm(list(op.outputs)))]
+        specs = [BlockSpec(v, v.shape, ("",) * len(v.shape)) for v in ins]
+        specs += [BlockSpec(v, v.shape, ("",) * len(v.shape), "out") for v in op.outputs]
+        counts.bytes = float(hbm)
+        return Kernel(self._name(kind, op.scope), kind, op, ins, list(op.outputs), grid, axes, specs, steps,  # type: ignore[arg-type]
+                      counts, hbm, op.where, None, bodies)
+
+
+def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int) -> Program:
+    return ProgramBuilder(mxu_shape, vmem_budget).build(graph)
+
+

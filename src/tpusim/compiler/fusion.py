@@ -1,0 +1,160 @@
+"""Fusion pass: group ops into kernels the way XLA's TPU fusion does, in spirit.
+
+- A matmul/convolution takes per-element work on its result into its epilogue (bias add,
+  batch-norm scale/shift, activation, residual add): the result tile is finished in VMEM and
+  written to HBM once.
+- Chains of elementwise, movement and reduction ops become one loop kernel; a value produced
+  by a reduction is consumed in a later kernel (it needs the whole reduction first).
+- Cheap ops whose inputs are all parameters/inputs (broadcast of a bias, reshape of a BN
+  scale) are computed inside each kernel that needs them, not materialized.
+- Windowed reductions, gathers/scatters and control flow stay kernels of their own; loop and
+  branch bodies are fused recursively.
+
+The result is a Graph whose ops are `fusion` ops (kind matmul/conv/loop, with the fused ops as
+a nested graph) or single unfused ops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tpusim.ir.graph import Graph, Op, Value
+from tpusim.ir.opset import EPILOGUE, FUSIBLE, Category, category_of
+
+
+@dataclass
+class _Group:
+    kind: str  # "matmul" | "conv" | "loop" | "single"
+    ops: list[Op] = field(default_factory=list)
+    anchor: Op | None = None
+    local: set[int] = field(default_factory=set)  # value ids computed inside
+    reduce_outs: set[int] = field(default_factory=set)
+
+
+def is_immediate(v: Value) -> bool:
+    """Scalars baked into the kernel code rather than read from HBM."""
+    return v.is_const and v.size <= 1
+
+
+def fuse(graph: Graph) -> Graph:
+    """Group `graph`'s ops into kernels (see module docstring). Returns a new Graph."""
+    groups: list[_Group] = []
+    owner: dict[int, int] = {}  # value id -> index of the group that writes it to HBM
+    pending: dict[int, Op] = {}  # value id -> deferred producer (pure function of free values)
+    free_ids = {v.id for v in graph.inputs}
+
+    def is_free(v: Value) -> bool:
+        return v.is_const or v.id in free_ids or v.id in pending
+
+    def pull(group: _Group, v: Value) -> None:
+        """Compute a deferred value (and its deferred inputs) inside `group`."""
+        if v.id in group.local or v.id not in pending:
+            return
+        op = pending[v.id]
+        for u in op.inputs:
+            pull(group, u)
+        group.ops.append(op)
+        group.local.update(o.id for o in op.outputs)
+
+    def add(group: _Group, op: Op) -> None:
+        for v in op.inputs:
+            pull(group, v)
+        group.ops.append(op)
+        group.local.update(o.id for o in op.outputs)
+        idx = groups.index(group) if group in groups else len(groups)
+        for o in op.outputs:
+            owner[o.id] = idx
+        if category_of(op.prim) is Category.REDUCE:
+            group.reduce_outs.update(o.id for o in op.outputs)
+
+    def materialize(v: Value) -> None:
+        """A deferred value needed in HBM (by an unfused op or as an output): its own kernel."""
+        if v.id in pending and v.id not in owner:
+            g = _Group("loop")
+            groups.append(g)
+            pull(g, v)
+            for op in g.ops:
+                for o in op.outputs:
+                    owner.setdefault(o.id, len(groups) - 1)
+
+    def can_join(group: _Group, op: Op, cat: Category) -> bool:
+        if group.kind == "single":
+            return False
+        if any(v.id in group.reduce_outs for v in op.inputs):
+            return False
+        if group.kind == "loop":
+            return True
+        anchor_shape = group.anchor.outputs[0].shape  # type: ignore[union-attr]
+        return cat in EPILOGUE and all(o.shape == anchor_shape for o in op.outputs)
+
+    for op in graph.ops:
+        cat = category_of(op.prim)
+        if cat in FUSIBLE and cat is not Category.REDUCE and all(is_free(v) for v in op.inputs):
+            for o in op.outputs:
+                pending[o.id] = op
+            continue
+        if cat is Category.MXU:
+            g = _Group("conv" if op.prim == "conv_general_dilated" else "matmul", anchor=op)
+            groups.append(g)
+            add(g, op)
+            continue
+        if cat in FUSIBLE:
+            producers = [owner[v.id] for v in op.inputs if v.id in owner]
+            if producers:
+                cand = groups[max(producers)]
+                if can_join(cand, op, cat):  # type: ignore[arg-type]
+                    add(cand, op)
+                    continue
+            g = _Group("loop")
+            groups.append(g)
+            add(g, op)
+            continue
+        for v in op.inputs:
+            materialize(v)
+        g = _Group("single", anchor=op)
+        groups.append(g)
+        add(g, _fuse_bodies(op))
+    for v in graph.outputs:
+        materialize(v)
+    return Graph(list(graph.inputs), list(graph.outputs), _emit(groups, graph.outputs))
+
+
+def _fuse_bodies(op: Op) -> Op:
+    if op.subgraphs:
+        op.subgraphs = {k: fuse(g) for k, g in op.subgraphs.items()}
+    return op
+
+
+def _emit(groups: list[_Group], graph_outputs: list[Value]) -> list[Op]:
+    """Turn groups into ops; a fusion's outputs are the values read outside it."""
+    read_outside: dict[int, set[int]] = {}
+    for gi, g in enumerate(groups):
+        for op in g.ops:
+            for v in op.inputs:
+                if v.id not in g.local:
+                    read_outside.setdefault(v.id, set()).add(gi)
+    out_ids = {v.id for v in graph_outputs}
+    result: list[Op] = []
+    for gi, g in enumerate(groups):
+        if g.kind == "single":
+            result.append(g.ops[0])
+            continue
+        produced = [o for op in g.ops for o in op.outputs]
+        outs, seen = [], set()
+        for o in produced:
+            if o.id in seen:
+                continue
+            seen.add(o.id)
+            if (read_outside.get(o.id, set()) - {gi}) or o.id in out_ids:
+                outs.append(o)
+        ins, seen = [], set()
+        for op in g.ops:
+            for v in op.inputs:
+                if v.id not in g.local and v.id not in seen and not is_immediate(v):
+                    seen.add(v.id)
+                    ins.append(v)
+        body = Graph(ins, outs, g.ops)
+        anchor = g.anchor
+        lead = anchor if anchor is not None else g.ops[-1]
+        result.append(Op("fusion", ins, outs, {"kind": g.kind, "anchor": anchor}, lead.where, None, {"fused": body}, lead.scope))
+    return result

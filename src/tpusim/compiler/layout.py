@@ -1,0 +1,38 @@
+"""TPU memory layout: arrays are stored in (sublane, lane) tiles, padded up to whole tiles.
+
+A 32-bit array's last two dims are tiled (8, 128); packed types stack more rows per tile
+(bf16: (16, 128), int8: (32, 128)), so a (1000, 3) f32 array really occupies (1000, 128).
+Rank-1 arrays are padded to whole 128-lane rows; scalars take one word.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LANES = 128
+SUBLANES = 8
+
+
+def round_up(x: int, m: int) -> int:
+    return -(-int(x) // int(m)) * int(m)
+
+
+def sublane_tile(dtype: np.dtype) -> int:
+    """Rows per (x, 128) tile for this element size: 8 for 32-bit, 16 for 16-bit, 32 for 8-bit."""
+    itemsize = np.dtype(dtype).itemsize
+    return SUBLANES * max(1, 4 // itemsize) if itemsize <= 4 else SUBLANES
+
+
+def tiled_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    if len(shape) == 0:
+        return ()
+    if len(shape) == 1:
+        return (round_up(max(shape[0], 1), LANES),)
+    return (*shape[:-2], round_up(max(shape[-2], 1), sublane_tile(dtype)), round_up(max(shape[-1], 1), LANES))
+
+
+def padded_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Bytes the array occupies in HBM/VMEM once padded to whole tiles."""
+    return math.prod(tiled_shape(shape, dtype)) * np.dtype(dtype).itemsize

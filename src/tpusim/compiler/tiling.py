@@ -1,0 +1,112 @@
+"""Tiling pass: cut matmuls and convolutions into MXU-sized blocks that fit VMEM.
+
+The MXU is an R x C weight-stationary array: K (the contracted dim) maps to its rows and N to
+its columns, so both are padded up to whole arrays; M streams through and pads only to the
+sublane tile of the (8,128) layout. Among block sizes (tm, tk, tn) whose double-buffered
+operands and f32 accumulator fit the VMEM budget, the plan with the least HBM traffic wins
+(ties: fewer grid steps).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tpusim.compiler.layout import padded_bytes, round_up, sublane_tile
+from tpusim.compiler.precision import PASSES
+from tpusim.ir.geometry import conv_geometry, dot_geometry
+from tpusim.ir.graph import Op
+from tpusim.program.program import MxuPlan
+
+# Fraction of a core's VMEM the compiler lets one kernel's blocks use; the rest is left for
+# semaphores, spills and internal scratch. A modelling choice, not calibrated.
+DEFAULT_VMEM_FRACTION = 0.75
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _candidates(base: int, full: int, cap: int = 8192) -> list[int]:
+    out, t = [], base
+    while t < full and t <= cap:
+        out.append(t)
+        t *= 2
+    out.append(full)
+    return sorted(set(out))
+
+
+def mxu_block_vmem(tm: int, tk: int, tn: int, in_itemsize: int, out_itemsize: int) -> int:
+    """VMEM for one step: double-buffered input blocks, the f32 accumulator, double-buffered output."""
+    return 2 * (tm * tk + tk * tn) * in_itemsize + tm * tn * 4 + 2 * tm * tn * out_itemsize
+
+
+def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
+    """(batch, M, K, N, taps) of a matmul or convolution."""
+    if op.prim == "dot_general":
+        g = dot_geometry(op)
+        return g.B, g.M, g.K, g.N, 1
+    c = conv_geometry(op)
+    return c.groups, (c.batch // c.batch_groups) * c.out_positions, c.in_per_group, c.out_features // c.groups, c.taps
+
+
+def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int) -> MxuPlan:
+    """Block sizes for one matmul/conv op (its precision must already be assigned)."""
+    precision = op.params.get("mxu_precision", "bf16")
+    passes = PASSES[precision]
+    rows, cols = mxu_shape
+    in_dtype = np.dtype(op.inputs[0].dtype)
+    in_itemsize = 1 if precision == "int8" else (2 if precision == "bf16" else in_dtype.itemsize)
+    out_itemsize = np.dtype(op.outputs[0].dtype).itemsize
+    batch, M, K, N, taps = _mxu_dims(op)
+    sub = sublane_tile(np.dtype("bfloat16") if in_itemsize == 2 else in_dtype)
+    Mp, Kp, Np = round_up(max(M, 1), sub), round_up(max(K, 1), rows), round_up(max(N, 1), cols)
+    plan = MxuPlan(precision, passes, batch, M, K, N, taps, Mp, Kp, Np, sub, rows, cols, 0, in_itemsize, out_itemsize)
+    lhs_hbm, rhs_hbm, out_hbm = _operand_hbm_bytes(op, plan)
+    best = None
+    for tm in _candidates(sub, Mp):
+        for tk in _candidates(rows, Kp):
+            for tn in _candidates(cols, Np):
+                need = mxu_block_vmem(tm, tk, tn, in_itemsize, out_itemsize)
+                if need > vmem_budget and (tm, tk, tn) != (sub, rows, cols):
+                    continue
+                traffic = lhs_hbm * _cdiv(Np, tn) + rhs_hbm * _cdiv(Mp, tm) + out_hbm
+                steps = _cdiv(Mp, tm) * _cdiv(Np, tn) * _cdiv(Kp, tk)
+                key = (traffic, steps, -tm)
+                if best is None or key < best[0]:
+                    best = (key, tm, tk, tn, need)
+    assert best is not None
+    _, plan.tm, plan.tk, plan.tn, plan.vmem_bytes = best
+    return plan
+
+
+def _operand_hbm_bytes(op: Op, plan: MxuPlan) -> tuple[int, int, int]:
+    """Bytes of lhs, rhs and result as stored in HBM: their own dtypes, (8,128)-tile padding
+    (MXU padding happens in VMEM and costs no HBM traffic)."""
+    lhs, rhs, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    lanes = 128
+    if op.prim == "dot_general":
+        lhs_b = plan.batch * round_up(plan.M, sublane_tile(lhs.dtype)) * round_up(plan.K, lanes) * lhs.dtype.itemsize
+    else:
+        lhs_b = padded_bytes(lhs.shape, lhs.dtype)
+    rhs_b = plan.batch * plan.taps * round_up(plan.K, sublane_tile(rhs.dtype)) * round_up(plan.N, lanes) * rhs.dtype.itemsize
+    out_b = plan.batch * round_up(plan.M, sublane_tile(out.dtype)) * round_up(plan.N, lanes) * out.dtype.itemsize
+    return lhs_b, rhs_b, out_b
+
+
+def mxu_hbm_traffic(op: Op, plan: MxuPlan) -> tuple[int, int, int]:
+    """(lhs, rhs, out) bytes moved between HBM and VMEM for the whole kernel: lhs is re-read
+    for every block column, rhs for every block row."""
+    m_blocks, n_blocks, _ = plan.grid
+    lhs_b, rhs_b, out_b = _operand_hbm_bytes(op, plan)
+    return lhs_b * n_blocks, rhs_b * m_blocks, out_b
+
+
+def plan_loop(total_elems: int, bytes_per_elem: int, vmem_budget: int) -> tuple[int, int]:
+    """(grid steps, elements per block) for a fused elementwise/reduction kernel: blocks are
+    whole (8,128) tiles, double-buffered, sized to the VMEM budget."""
+    tile = 8 * 128
+    per_block = max(tile, (vmem_budget // max(1, 2 * bytes_per_elem)) // tile * tile)
+    per_block = min(per_block, round_up(max(total_elems, 1), tile))
+    return max(1, math.ceil(total_elems / per_block)), per_block

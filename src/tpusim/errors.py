@@ -1,0 +1,52 @@
+"""Typed errors: every failure a user can cause names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class TpusimError(Exception):
+    """Base class of every error tpusim raises on purpose."""
+
+
+class ChipConfigError(TpusimError):
+    """A chip description file is missing, unreadable or invalid (names the file and the field)."""
+
+
+class UnknownDeviceError(TpusimError):
+    """A device name that is neither in the catalog nor a path to a chip file."""
+
+
+class UnsupportedOpError(TpusimError):
+    """A JAX primitive (or a parameter of one) that tpusim cannot compile yet."""
+
+    def __init__(self, primitive: str, where: str, detail: str = "") -> None:
+        self.primitive = primitive
+        self.where = where
+        msg = f"unsupported operation '{primitive}'"
+        if detail:
+            msg += f" ({detail})"
+        msg += f" at {where}" if where else ""
+        msg += (
+            ". Rewrite that part of the model with supported operations, or open an issue naming "
+            "this primitive."
+        )
+        super().__init__(msg)
+
+
+class OutOfMemoryError(TpusimError):
+    """The compiled program's peak HBM use exceeds the chip's HBM."""
+
+    def __init__(self, device: str, peak_bytes: int, capacity_bytes: int, largest: list[tuple[str, int]]) -> None:
+        self.peak_bytes = peak_bytes
+        self.capacity_bytes = capacity_bytes
+        self.largest = largest
+        gib = 2**30
+        lines = ", ".join(f"{name} {size / gib:.3f} GiB" for name, size in largest)
+        super().__init__(
+            f"program needs {peak_bytes / gib:.2f} GiB of HBM at its peak but {device} has "
+            f"{capacity_bytes / gib:.2f} GiB. Largest buffers live at the peak: {lines}. "
+            "Use a smaller batch, bf16 parameters, or a chip (or slice) with more HBM."
+        )
+
+
+class InputMismatchError(TpusimError):
+    """Arguments passed to `Compiled.run` do not match the shapes/dtypes it was compiled for."""

@@ -1,0 +1,154 @@
+"""Lower a closed jaxpr to the tpusim Graph IR.
+
+Call-like primitives (jit, custom_jvp/vjp, remat) are inlined; scan, while and cond keep their
+bodies as nested graphs so that a 1000-step loop stays one loop. Every primitive must be in
+the opset table, else UnsupportedOpError names it and the user's source line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax._src import source_info_util
+from jax.extend import core as jcore
+
+from tpusim.errors import UnsupportedOpError
+from tpusim.ir.graph import Graph, Op, Value
+from tpusim.ir.opset import INLINED_CALLS, category_of
+
+
+def _where(eqn: Any) -> str:
+    try:
+        loc = source_info_util.summarize(eqn.source_info)
+    except Exception:  # pragma: no cover - source info is best effort
+        loc = "<unknown>"
+    scope = str(eqn.source_info.name_stack)
+    return f"{scope} ({loc})" if scope else loc
+
+
+def _np_dtype(aval: Any) -> np.dtype:
+    if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.extended):
+        return np.dtype("uint64")  # PRNG key: two uint32 words
+    return np.dtype(aval.dtype)
+
+
+def _value_for_aval(aval: Any, role: str = "temp") -> Value:
+    return Value(tuple(getattr(aval, "shape", ())), _np_dtype(aval), role)  # type: ignore[arg-type]
+
+
+def _const_value(val: Any, role: str) -> Value:
+    arr = val if isinstance(val, jax.Array) and jax.dtypes.issubdtype(val.dtype, jax.dtypes.extended) else np.asarray(val)
+    shape = tuple(getattr(arr, "shape", ()))
+    v = Value(shape, _np_dtype(arr) if hasattr(arr, "dtype") else np.asarray(arr).dtype, role)  # type: ignore[arg-type]
+    v.const = arr
+    return v
+
+
+def _sub_jaxpr(params: dict[str, Any]) -> tuple[Any, list[Any]]:
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        sub = params.get(key)
+        if isinstance(sub, jcore.ClosedJaxpr):
+            return sub.jaxpr, list(sub.consts)
+        if isinstance(sub, jcore.Jaxpr):
+            return sub, []
+    raise KeyError("no sub-jaxpr")
+
+
+class _Lowerer:
+    def lower_jaxpr(self, jaxpr: Any, consts: list[Any], args: list[Value], ops: list[Op], const_role: str) -> list[Value]:
+        env: dict[Any, Value] = {}
+
+        def read(atom: Any) -> Value:
+            if isinstance(atom, jcore.Literal):
+                return _const_value(atom.val, "literal")
+            return env[atom]
+
+        for var, c in zip(jaxpr.constvars, consts):
+            env[var] = _const_value(c, const_role if np.size(c) > 1 else "literal")
+        for var, a in zip(jaxpr.invars, args):
+            env[var] = a
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            ins = [read(a) for a in eqn.invars]
+            if name in INLINED_CALLS:
+                sub, sub_consts = _sub_jaxpr(eqn.params)
+                outs = self.lower_jaxpr(sub, sub_consts, ins, ops, "literal")
+            else:
+                outs = [_value_for_aval(v.aval) for v in eqn.outvars]
+                ops.append(self.make_op(eqn, ins, outs))
+            for var, val in zip(eqn.outvars, outs):
+                env[var] = val
+        return [read(a) for a in jaxpr.outvars]
+
+    def subgraph(self, closed: Any) -> Graph:
+        jaxpr, consts = (closed.jaxpr, list(closed.consts)) if isinstance(closed, jcore.ClosedJaxpr) else (closed, [])
+        inputs = [_value_for_aval(v.aval, "input") for v in jaxpr.invars]
+        ops: list[Op] = []
+        outs = self.lower_jaxpr(jaxpr, consts, inputs, ops, "literal")
+        return Graph(inputs, outs, ops)
+
+    def make_op(self, eqn: Any, ins: list[Value], outs: list[Value]) -> Op:
+        name = eqn.primitive.name
+        where = _where(eqn)
+        if category_of(name) is None:
+            raise UnsupportedOpError(name, where)
+        params = dict(eqn.params)
+        subgraphs: dict[str, Graph] = {}
+        if name == "scan":
+            subgraphs["body"] = self.subgraph(params.pop("jaxpr"))
+            params["trip_count"] = int(params["length"])
+        elif name == "while":
+            subgraphs["cond"] = self.subgraph(params.pop("cond_jaxpr"))
+            subgraphs["body"] = self.subgraph(params.pop("body_jaxpr"))
+            params["trip_count"] = _while_trip_count(subgraphs, params, ins)
+        elif name == "cond":
+            for i, br in enumerate(params.pop("branches")):
+                subgraphs[f"branch{i}"] = self.subgraph(br)
+        elif name == "conv_general_dilated" and int(params.get("batch_group_count", 1)) != 1:
+            raise UnsupportedOpError(name, where, "batch_group_count > 1")
+        for v in ins + outs:
+            if v.dtype.kind == "c":
+                raise UnsupportedOpError(name, where, f"complex dtype {v.dtype}; the TPU MXU/VPU model is real-valued")
+        return Op(name, ins, outs, params, where, eqn.primitive, subgraphs, str(eqn.source_info.name_stack))
+
+
+def _while_trip_count(subgraphs: dict[str, Graph], params: dict[str, Any], ins: list[Value]) -> int | None:
+    """Recognise fori-style loops: a counter carry that starts at a constant, is compared with
+    `lt` against a constant in the condition, and is incremented by 1 in the body."""
+    cond, body = subgraphs["cond"], subgraphs["body"]
+    nc, nb = int(params["cond_nconsts"]), int(params["body_nconsts"])
+    carries_in = ins[nc + nb:]
+    if len(cond.ops) != 1 or cond.ops[0].prim != "lt":
+        return None
+    lhs, rhs = cond.ops[0].inputs
+    cond_carries = cond.inputs[nc:]
+    if lhs not in cond_carries or not rhs.is_const:
+        return None
+    idx = cond_carries.index(lhs)
+    start = carries_in[idx]
+    if not start.is_const:
+        return None
+    body_in = body.inputs[nb + idx]
+    body_out = body.outputs[idx]
+    step_ok = any(
+        op.prim == "add" and op.outputs[0] is body_out and body_in in op.inputs
+        and any(v.is_const and np.all(np.asarray(v.const) == 1) for v in op.inputs)
+        for op in body.ops
+    )
+    if not step_ok:
+        return None
+    return max(0, int(np.asarray(rhs.const)) - int(np.asarray(start.const)))
+
+
+def lower(closed_jaxpr: Any) -> Graph:
+    """ClosedJaxpr -> Graph. Closed-over arrays (e.g. Keras weights) become 'param' values."""
+    lw = _Lowerer()
+    jaxpr = closed_jaxpr.jaxpr
+    inputs = [_value_for_aval(v.aval, "input") for v in jaxpr.invars]
+    for i, v in enumerate(inputs):
+        v.name = f"arg{i}"
+    ops: list[Op] = []
+    outs = lw.lower_jaxpr(jaxpr, list(closed_jaxpr.consts), inputs, ops, "param")
+    return Graph(inputs, outs, ops)

@@ -1,0 +1,75 @@
+"""Trace a user's JAX function or Keras 3 model into a closed jaxpr (no data needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from tpusim.errors import TpusimError
+
+
+class TraceError(TpusimError):
+    """The user's function could not be traced by JAX with the given example arguments."""
+
+
+@dataclass
+class Traced:
+    name: str
+    closed_jaxpr: Any  # jax.extend.core.ClosedJaxpr
+    in_tree: Any
+    out_tree: Any
+    in_avals: list[jax.ShapeDtypeStruct]
+    is_keras: bool
+
+
+def is_keras_model(obj: Any) -> bool:
+    return type(obj).__module__.startswith("keras") and hasattr(obj, "stateless_call")
+
+
+def keras_forward(model: Any) -> Callable[..., Any]:
+    """The model's inference forward pass as a pure function of its inputs, with its current
+    weights closed over (they become the program's parameters in HBM)."""
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def forward(*inputs: Any) -> Any:
+        outputs, _ = model.stateless_call(trainable, non_trainable, *inputs, training=False)
+        return outputs
+
+    forward.__name__ = getattr(model, "name", "keras_model")
+    return forward
+
+
+def _as_spec(x: Any) -> Any:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+    arr = np.asarray(x)
+    dtype = jax.dtypes.canonicalize_dtype(arr.dtype)
+    return jax.ShapeDtypeStruct(arr.shape, dtype)
+
+
+def trace(fn_or_model: Any, *example_args: Any) -> Traced:
+    """Trace with JAX. Example args may be arrays or jax.ShapeDtypeStruct (pytrees allowed)."""
+    keras = is_keras_model(fn_or_model)
+    fn = keras_forward(fn_or_model) if keras else fn_or_model
+    if not callable(fn):
+        raise TraceError(f"expected a function or a Keras model, got {type(fn_or_model).__name__}")
+    specs = jax.tree.map(_as_spec, example_args)
+    flat_specs, in_tree = jax.tree.flatten(specs)
+    try:
+        closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*specs)
+    except TpusimError:
+        raise
+    except Exception as e:  # the user's code failed under JAX tracing
+        raise TraceError(
+            f"JAX could not trace {getattr(fn, '__name__', 'the function')} with example arguments "
+            f"{[f'{s.dtype}{list(s.shape)}' for s in flat_specs]}: {type(e).__name__}: {e}"
+        ) from e
+    out_tree = jax.tree.structure(out_shapes)
+    name = getattr(fn, "__name__", "fn")
+    return Traced(name, closed, in_tree, out_tree, flat_specs, keras)

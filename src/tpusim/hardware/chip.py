@@ -1,0 +1,202 @@
+"""Chip descriptions: one YAML file per chip, validated by pydantic.
+
+Every number is written as ``{value: ..., source: ID}`` where ID is a key of the file's
+``sources`` table (or ``derived: <arithmetic>`` for a value computed from sourced ones), so a
+reader can always trace a figure back to a public document.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tpusim.errors import ChipConfigError, UnknownDeviceError
+
+CATALOG_DIR = Path(__file__).parent / "chips"
+
+
+class Sourced(BaseModel):
+    """A number together with where it comes from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    value: float
+    source: str = Field(min_length=1)
+    note: str | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite_positive(cls, v: float) -> float:
+        if not v > 0 or v != v or v == float("inf"):
+            raise ValueError("must be a finite positive number")
+        return v
+
+
+class Chip(BaseModel):
+    """One accelerator (or host CPU) as tpusim models it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    display_name: str
+    kind: Literal["tpu", "gpu", "cpu"]
+    aliases: list[str] = []
+    sources: dict[str, str]
+    notes: list[str] = []
+
+    # Compute
+    tensorcores_per_chip: Sourced | None = None
+    megacore: bool = False
+    mxus_per_core: Sourced | None = None
+    mxu_rows: Sourced | None = None
+    mxu_cols: Sourced | None = None
+    mxu_dtype: Literal["bf16", "int8"] = "bf16"
+    clock_mhz: Sourced | None = None
+    peak_bf16_tflops: Sourced | None = None
+    peak_int8_tops: Sourced | None = None
+    peak_fp32_tflops: Sourced | None = None
+    sm_count: Sourced | None = None
+    vpu_sublanes: Sourced | None = None
+    vpu_lanes: Sourced | None = None
+
+    # Memory
+    memory_type: str
+    hbm_gib: Sourced
+    hbm_bandwidth_gbps: Sourced
+    vmem_mib_per_core: Sourced | None = None
+    l2_cache_mib: Sourced | None = None
+
+    # Interconnect and system
+    ici_links_per_chip: Sourced | None = None
+    ici_link_bw_unidir_gbps: Sourced | None = None
+    ici_topology: str | None = None
+    pod_max_chips: Sourced | None = None
+    chips_per_host: Sourced | None = None
+    nvlink_bw_bidir_gbps: Sourced | None = None
+
+    # Power and price
+    tdp_w: Sourced | None = None
+    price_usd_per_chip_hour: Sourced | None = None
+    price_date: str | None = None
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "Chip":
+        for field_name in self.__class__.model_fields:
+            val = getattr(self, field_name)
+            if isinstance(val, Sourced):
+                src = val.source
+                if not src.startswith("derived") and src not in self.sources:
+                    raise ValueError(
+                        f"{field_name}.source '{src}' is not a key of 'sources' "
+                        f"(known: {', '.join(sorted(self.sources))}); cite it or write 'derived: ...'"
+                    )
+        if self.kind == "tpu":
+            for f in ("tensorcores_per_chip", "mxus_per_core", "mxu_rows", "mxu_cols", "clock_mhz", "vmem_mib_per_core"):
+                if getattr(self, f) is None:
+                    raise ValueError(f"{f} is required for a TPU")
+            if self.peak_matmul_tflops is None:
+                raise ValueError("peak_bf16_tflops (or peak_int8_tops for an int8 MXU) is required for a TPU")
+        if self.kind in ("gpu", "cpu") and self.peak_matmul_tflops is None:
+            raise ValueError("peak_bf16_tflops (or peak_fp32_tflops) is required")
+        return self
+
+    # ---- derived quantities used by the compiler and simulators -----------------------------
+    @property
+    def peak_matmul_tflops(self) -> float | None:
+        """Dense peak of the matrix unit in its native input type (bf16, or int8 on TPU v1)."""
+        if self.mxu_dtype == "int8" and self.peak_int8_tops is not None:
+            return self.peak_int8_tops.value
+        for f in (self.peak_bf16_tflops, self.peak_fp32_tflops):
+            if f is not None:
+                return f.value
+        return None
+
+    @property
+    def mxu_shape(self) -> tuple[int, int]:
+        """(rows, cols) of one systolic array; GPUs/CPUs get a nominal 128x128 tile."""
+        if self.mxu_rows is None or self.mxu_cols is None:
+            return (128, 128)
+        return (int(self.mxu_rows.value), int(self.mxu_cols.value))
+
+    @property
+    def hbm_bytes(self) -> int:
+        return int(self.hbm_gib.value * 2**30)
+
+    @property
+    def vmem_bytes(self) -> int:
+        """VMEM per TensorCore (the unified buffer on v1); GPUs: a nominal 256 KiB SMEM tile budget."""
+        if self.vmem_mib_per_core is None:
+            return 256 * 2**10
+        return int(self.vmem_mib_per_core.value * 2**20)
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(file)"
+        parts.append(f"field '{loc}': {e['msg']}")
+    return f"invalid chip file {path}: " + "; ".join(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_chip_cached(path_str: str) -> Chip:
+    path = Path(path_str)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ChipConfigError(f"cannot read chip file {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ChipConfigError(f"chip file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ChipConfigError(f"chip file {path} must hold a mapping of fields, got {type(data).__name__}")
+    try:
+        return Chip.model_validate(data)
+    except ValidationError as e:
+        raise ChipConfigError(_format_validation_error(path, e)) from None
+
+
+def load_chip(path: str | Path) -> Chip:
+    """Load and validate one chip file (raises ChipConfigError naming the file and the field)."""
+    return _load_chip_cached(str(Path(path).resolve()))
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog() -> dict[str, Chip]:
+    chips = {}
+    for f in sorted(CATALOG_DIR.glob("*.yaml")):
+        chip = load_chip(f)
+        chips[chip.name] = chip
+    return chips
+
+
+def list_devices() -> list[str]:
+    """Names of the chips in the built-in catalog, in catalog order."""
+    return list(_catalog())
+
+
+def catalog() -> list[Chip]:
+    return list(_catalog().values())
+
+
+def _normalize(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def resolve_device(device: "str | Path | Chip") -> Chip:
+    """Turn a user's device argument (name, alias, chip-file path or Chip) into a Chip."""
+    if isinstance(device, Chip):
+        return device
+    text = str(device)
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        return load_chip(text)
+    key = _normalize(text)
+    for chip in _catalog().values():
+        if key == _normalize(chip.name) or key in {_normalize(a) for a in chip.aliases}:
+            return chip
+    raise UnknownDeviceError(
+        f"unknown device '{device}'. Known devices: {', '.join(list_devices())} "
+        "(or pass the path of a chip YAML file)."
+    )

@@ -1,0 +1,148 @@
+"""Program data structures, shared by the numerics and timing interpreters.
+
+A Kernel is what one TPU launch does: a grid of steps; at each step its BlockSpecs say which
+slice of every HBM operand is DMA'd into VMEM (and which output slice is written back), and
+its Steps say what the DMA engines, the MXUs and the VPU do with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tpusim.ir.counts import Counts
+from tpusim.ir.graph import Graph, Op, Value
+
+KernelKind = Literal["matmul", "conv", "loop", "window", "gather", "random", "movement", "scan", "while", "cond"]
+
+
+@dataclass
+class BlockSpec:
+    """The slice of `operand` one grid step touches: `block_shape`, indexed by the grid axes in
+    `index_map` (one name per block dim, '' for a dim taken whole or walked inside the step)."""
+
+    operand: Value
+    block_shape: tuple[int, ...]
+    index_map: tuple[str, ...]
+    role: Literal["in", "out"] = "in"
+
+    def __str__(self) -> str:
+        idx = ", ".join(a or ":" for a in self.index_map)
+        return f"{self.role} {self.operand.name} block {list(self.block_shape)} @ ({idx})"
+
+
+@dataclass
+class Step:
+    """Work in one grid step: a DMA, an MXU pass or VPU work."""
+
+    unit: Literal["dma_in", "mxu", "vpu", "dma_out"]
+    what: str
+    bytes: int = 0
+    flops: int = 0
+
+
+@dataclass
+class MxuPlan:
+    """How a matmul/conv is cut into MXU-sized blocks (all sizes after padding)."""
+
+    precision: str
+    passes: int
+    batch: int  # independent matmuls (dot batch dims; conv: groups)
+    M: int
+    K: int
+    N: int
+    taps: int  # conv filter taps (1 for a matmul)
+    Mp: int
+    Kp: int
+    Np: int
+    tm: int
+    tk: int
+    tn: int
+    vmem_bytes: int  # VMEM the blocks need, double-buffered
+    in_itemsize: int
+    out_itemsize: int
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(M blocks, N blocks, taps x K blocks); a last block may be partial (masked)."""
+        cdiv = lambda a, b: -(-a // b)  # noqa: E731
+        return (cdiv(self.Mp, self.tm), cdiv(self.Np, self.tn), self.taps * cdiv(self.Kp, self.tk))
+
+    @property
+    def useful_flops(self) -> int:
+        return 2 * self.batch * self.M * self.K * self.N * self.taps
+
+    @property
+    def issued_flops(self) -> int:
+        """MXU work including padding to the array size and extra precision passes."""
+        return 2 * self.batch * self.Mp * self.Kp * self.Np * self.taps * self.passes
+
+
+@dataclass
+class Kernel:
+    name: str
+    kind: KernelKind
+    op: Op  # the (fusion) op this kernel executes
+    inputs: list[Value]
+    outputs: list[Value]
+    grid: tuple[int, ...]
+    grid_axes: tuple[str, ...]
+    block_specs: list[BlockSpec]
+    steps: list[Step]
+    counts: Counts
+    hbm_bytes: int  # HBM traffic of the whole kernel, re-reads from tiling included
+    where: str = ""
+    mxu: MxuPlan | None = None
+    bodies: dict[str, "Program"] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)  # interpreter caches
+
+    @property
+    def fused(self) -> Graph | None:
+        return self.op.subgraphs.get("fused")
+
+    def describe(self) -> str:
+        grid = "x".join(str(g) for g in self.grid) or "1"
+        lines = [f"{self.name} [{self.kind}] grid {grid} ({', '.join(self.grid_axes) or '-'})"]
+        if self.mxu is not None:
+            p = self.mxu
+            lines.append(
+                f"  mxu {p.precision} x{p.passes}: batch {p.batch} M {p.M}->{p.Mp} K {p.K}->{p.Kp} "
+                f"N {p.N}->{p.Np} taps {p.taps}; block tm {p.tm} tk {p.tk} tn {p.tn}; VMEM {p.vmem_bytes / 2**20:.2f} MiB"
+            )
+        lines += [f"  {b}" for b in self.block_specs]
+        lines += [f"  step {s.unit}: {s.what}" for s in self.steps]
+        if self.fused is not None:
+            lines.append("  fused: " + ", ".join(op.prim for op in self.fused.ops))
+        for name, body in self.bodies.items():
+            lines.append(f"  [{name}]")
+            lines += ["    " + ln for ln in body.describe().splitlines()]
+        return "\n".join(lines)
+
+
+@dataclass
+class Allocation:
+    value: Value
+    offset: int
+    size: int
+    start: int  # first kernel index where the buffer is live
+    end: int  # last kernel index where it is live
+
+
+@dataclass
+class Program:
+    kernels: list[Kernel]
+    inputs: list[Value]
+    outputs: list[Value]
+    params: list[Value]
+    peak_hbm_bytes: int = 0  # heap size after placement (fragmentation included)
+    peak_live_bytes: int = 0  # max over time of the sum of live buffers
+    allocations: list[Allocation] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "\n".join(k.describe() for k in self.kernels)
+
+    def all_kernels(self):
+        for k in self.kernels:
+            yield k
+            for body in k.bodies.values():
+                yield from body.all_kernels()

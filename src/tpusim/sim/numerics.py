@@ -1,0 +1,168 @@
+"""Numerics interpreter: execute a Program kernel by kernel and return real outputs.
+
+- matmul/conv kernels: tpusim's own blocked MXU arithmetic (sim/mxu.py), following the
+  kernel's plan (precision, K blocks, taps); the fused prologue/epilogue runs on the VPU path.
+- VPU work (fused elementwise/reduction kernels, epilogues, pooling, gathers, RNG): the f32 math
+  of each primitive is evaluated with JAX's own CPU implementation of that primitive, one
+  jit-compiled function per kernel (cached on the kernel), so the arithmetic of a fused kernel
+  is exactly the composition of its ops.
+- scan / while / cond: the body programs run iteration by iteration, as the TPU does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from tpusim.ir.geometry import conv_geometry, dot_geometry
+from tpusim.ir.graph import Op, Value
+from tpusim.program.program import Kernel, Program
+from tpusim.sim.mxu import conv_taps, matmul_blocks
+
+Env = dict[int, Any]
+
+
+def _read(env: Env, v: Value) -> Any:
+    if v.id in env:
+        return env[v.id]
+    if v.const is not None:
+        return v.const
+    raise KeyError(f"value {v} is not available (compiler bug: kernel order)")
+
+
+def _bind(op: Op, args: list[Any]) -> list[Any]:
+    res = op.jax_prim.bind(*args, **op.params)
+    return list(res) if op.jax_prim.multiple_results else [res]
+
+
+def ops_function(ops: list[Op], inputs: list[Value], outputs: list[Value]) -> Callable[..., list[Any]]:
+    """A jit-compiled function evaluating `ops` (VPU work) from `inputs` to `outputs`."""
+
+    def run(*arrays: Any) -> list[Any]:
+        env: Env = {v.id: a for v, a in zip(inputs, arrays)}
+        for op in ops:
+            for o, r in zip(op.outputs, _bind(op, [_read(env, v) for v in op.inputs])):
+                env[o.id] = r
+        return [_read(env, v) for v in outputs]
+
+    return jax.jit(run)
+
+
+def _dot(op: Op, kernel: Kernel, lhs: np.ndarray, rhs: np.ndarray, strict: bool) -> np.ndarray:
+    g = dot_geometry(op)
+    a = np.transpose(lhs, (*g.lhs_batch, *g.lhs_free, *g.lhs_contract)).reshape(g.B, g.M, g.K)
+    b = np.transpose(rhs, (*g.rhs_batch, *g.rhs_contract, *g.rhs_free)).reshape(g.B, g.K, g.N)
+    acc = matmul_blocks(a, b, kernel.mxu, strict)  # type: ignore[arg-type]
+    return acc.reshape(op.outputs[0].shape)
+
+
+def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
+    fused = kernel.fused
+    anchor: Op = kernel.op.params["anchor"]
+    pos = fused.ops.index(anchor)  # type: ignore[union-attr]
+    pre, post = fused.ops[:pos], fused.ops[pos + 1:]  # type: ignore[union-attr]
+    local: Env = {v.id: _read(env, v) for v in kernel.inputs}
+    if pre:
+        need = [v for v in anchor.inputs if not v.is_const or v.id in local]
+        if "pre" not in kernel.cache:
+            kernel.cache["pre"] = ops_function(pre, kernel.inputs, need)
+        local.update({v.id: r for v, r in zip(need, kernel.cache["pre"](*[local[v.id] for v in kernel.inputs]))})
+    lhs, rhs = (np.asarray(_read(local, v)) for v in anchor.inputs[:2])
+    if anchor.prim == "dot_general":
+        acc = _dot(anchor, kernel, lhs, rhs, strict)
+    else:
+        acc = conv_taps(lhs, rhs, conv_geometry(anchor), kernel.mxu)  # type: ignore[arg-type]
+    out_v = anchor.outputs[0]
+    local[out_v.id] = acc.astype(out_v.dtype)
+    if post:
+        made_in_post = {o.id for op in post for o in op.outputs}
+        post_in, seen = [], set()
+        for op in post:
+            for v in op.inputs:
+                if v.id in local and v.id not in made_in_post and v.id not in seen:
+                    seen.add(v.id)
+                    post_in.append(v)
+        if "post" not in kernel.cache:
+            kernel.cache["post"] = ops_function(post, post_in, kernel.outputs)
+        results = kernel.cache["post"](*[local[v.id] for v in post_in])
+        local.update({v.id: r for v, r in zip(kernel.outputs, results)})
+    for v in kernel.outputs:
+        env[v.id] = local[v.id]
+
+
+def _ops_kernel(kernel: Kernel, ops: list[Op], env: Env) -> None:
+    if "fn" not in kernel.cache:
+        kernel.cache["fn"] = ops_function(ops, kernel.inputs, kernel.outputs)
+    results = kernel.cache["fn"](*[_read(env, v) for v in kernel.inputs])
+    for v, r in zip(kernel.outputs, results):
+        env[v.id] = r
+
+
+def _scan(kernel: Kernel, env: Env, strict: bool) -> None:
+    op = kernel.op
+    p = op.params
+    n_consts, n_carry, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
+    args = [_read(env, v) for v in op.inputs]
+    consts, carry, xs = args[:n_consts], args[n_consts:n_consts + n_carry], args[n_consts + n_carry:]
+    body = kernel.bodies["body"]
+    ys_steps: list[list[Any]] = []
+    order = range(length - 1, -1, -1) if p.get("reverse") else range(length)
+    for i in order:
+        outs = run_program(body, [*consts, *carry, *[x[i] for x in xs]], strict, as_numpy=False)
+        carry, ys = outs[:n_carry], outs[n_carry:]
+        ys_steps.append(ys)
+    if p.get("reverse"):
+        ys_steps.reverse()
+    n_ys = len(op.outputs) - n_carry
+    stacked = []
+    for j in range(n_ys):
+        v = op.outputs[n_carry + j]
+        stacked.append(np.stack([np.asarray(s[j]) for s in ys_steps]) if ys_steps else np.zeros(v.shape, v.dtype))
+    for v, r in zip(op.outputs, [*carry, *stacked]):
+        env[v.id] = r
+
+
+def _while(kernel: Kernel, env: Env, strict: bool) -> None:
+    op = kernel.op
+    nc, nb = int(op.params["cond_nconsts"]), int(op.params["body_nconsts"])
+    args = [_read(env, v) for v in op.inputs]
+    cconsts, bconsts, carry = args[:nc], args[nc:nc + nb], args[nc + nb:]
+    while bool(np.asarray(run_program(kernel.bodies["cond"], [*cconsts, *carry], strict, as_numpy=False)[0])):
+        carry = run_program(kernel.bodies["body"], [*bconsts, *carry], strict, as_numpy=False)
+    for v, r in zip(op.outputs, carry):
+        env[v.id] = r
+
+
+def _cond(kernel: Kernel, env: Env, strict: bool) -> None:
+    args = [_read(env, v) for v in kernel.op.inputs]
+    n = len(kernel.bodies)
+    index = int(np.clip(int(np.asarray(args[0])), 0, n - 1))
+    outs = run_program(kernel.bodies[f"branch{index}"], args[1:], strict, as_numpy=False)
+    for v, r in zip(kernel.op.outputs, outs):
+        env[v.id] = r
+
+
+def run_kernel(kernel: Kernel, env: Env, strict: bool = False) -> None:
+    if kernel.kind in ("matmul", "conv"):
+        _mxu_kernel(kernel, env, strict)
+    elif kernel.kind == "scan":
+        _scan(kernel, env, strict)
+    elif kernel.kind == "while":
+        _while(kernel, env, strict)
+    elif kernel.kind == "cond":
+        _cond(kernel, env, strict)
+    elif kernel.fused is not None:
+        _ops_kernel(kernel, kernel.fused.ops, env)
+    else:
+        _ops_kernel(kernel, [kernel.op], env)
+
+
+def run_program(program: Program, args: list[Any], strict: bool = False, as_numpy: bool = True) -> list[Any]:
+    """Execute `program` on `args` (one array per program input); returns its outputs."""
+    env: Env = {v.id: a for v, a in zip(program.inputs, args)}
+    for kernel in program.kernels:
+        run_kernel(kernel, env, strict)
+    outs = [_read(env, v) for v in program.outputs]
+    return [np.asarray(o) for o in outs] if as_numpy else outs
