@@ -1,5 +1,6 @@
 """Canonicalization: drop ops that do nothing (same-shape reshapes, same-type converts,
-stop_gradient, optimization barriers), so later passes see only real work."""
+stop_gradient, optimization barriers) and ops whose results nobody uses, so later passes see
+only real work."""
 
 from __future__ import annotations
 
@@ -38,4 +39,17 @@ def canonicalize(graph: Graph) -> Graph:
                 alias[o.id] = i
             continue
         ops.append(op)
-    return Graph(list(graph.inputs), [resolve(v) for v in graph.outputs], ops)
+    outputs = [resolve(v) for v in graph.outputs]
+    return Graph(list(graph.inputs), outputs, eliminate_dead_ops(ops, outputs))
+
+
+def eliminate_dead_ops(ops: list[Op], outputs: list[Value]) -> list[Op]:
+    """Keep only ops that contribute to `outputs` (tpusim's ops have no side effects)."""
+    live = {v.id for v in outputs}
+    kept: list[Op] = []
+    for op in reversed(ops):
+        if any(o.id in live for o in op.outputs):
+            kept.append(op)
+            live.update(v.id for v in op.inputs)
+    kept.reverse()
+    return kept

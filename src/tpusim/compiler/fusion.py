@@ -57,8 +57,9 @@ def fuse(graph: Graph) -> Graph:
         group.local.update(o.id for o in op.outputs)
 
     def add(group: _Group, op: Op) -> None:
-        for v in op.inputs:
-            pull(group, v)
+        if group.kind != "single":
+            for v in op.inputs:
+                pull(group, v)
         group.ops.append(op)
         group.local.update(o.id for o in op.outputs)
         idx = groups.index(group) if group in groups else len(groups)

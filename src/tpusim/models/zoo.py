@@ -1,0 +1,97 @@
+"""Model builders used by the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _keras() -> Any:
+    import keras
+
+    return keras
+
+
+def classic_cnn(input_shape: tuple[int, int, int] = (28, 28, 1), classes: int = 10, seed: int = 0) -> Any:
+    """Conv2D 32/64/64 + MaxPooling2D + Flatten + Dense 64 + Dense softmax (the MNIST CNN)."""
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input(input_shape),
+        L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(),
+        L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(),
+        L.Conv2D(64, 3, activation="relu"),
+        L.Flatten(), L.Dense(64, activation="relu"), L.Dense(classes, activation="softmax"),
+    ], name="classic_cnn")
+
+
+def lstm_text_model(vocab: int = 1000, length: int = 20, units: int = 128, seed: int = 0) -> Any:
+    """Embedding(1000,128) + LSTM(128) + Dense(1000, softmax): next-word prediction."""
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((length,), dtype="int32"),
+        L.Embedding(vocab, 128), L.LSTM(units), L.Dense(vocab, activation="softmax"),
+    ], name="lstm_text")
+
+
+def vgg16_transfer(input_shape: tuple[int, int, int] = (224, 224, 3), classes: int = 10, seed: int = 0,
+                   freeze_base: bool = True) -> Any:
+    """VGG16(weights=None, include_top=False) + Flatten + Dense(256) + Dense(classes)."""
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=input_shape)
+    base.trainable = not freeze_base
+    L = keras.layers
+    return keras.Sequential([base, L.Flatten(), L.Dense(256, activation="relu"),
+                             L.Dense(classes, activation="softmax")], name="vgg16_transfer")
+
+
+def resnet50(input_shape: tuple[int, int, int] = (224, 224, 3), seed: int = 0) -> Any:
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    return keras.applications.ResNet50(weights=None, input_shape=input_shape)
+
+
+def transformer_block_params(d_model: int = 256, heads: int = 4, d_ff: int = 1024, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.normal(size=shape) / np.sqrt(shape[0])).astype(np.float32)
+
+    return {
+        "wq": w(d_model, d_model), "wk": w(d_model, d_model), "wv": w(d_model, d_model), "wo": w(d_model, d_model),
+        "w1": w(d_model, d_ff), "b1": np.zeros(d_ff, np.float32), "w2": w(d_ff, d_model), "b2": np.zeros(d_model, np.float32),
+        "ln1_g": np.ones(d_model, np.float32), "ln1_b": np.zeros(d_model, np.float32),
+        "ln2_g": np.ones(d_model, np.float32), "ln2_b": np.zeros(d_model, np.float32),
+        "heads": np.asarray(heads),
+    }
+
+
+def _layer_norm(x: jax.Array, g: jax.Array, b: jax.Array, eps: float = 1e-5) -> jax.Array:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(var + eps) * g + b
+
+
+def transformer_block(params: dict[str, Any], x: jax.Array, mask: jax.Array, heads: int = 4) -> jax.Array:
+    """Pre-LN transformer block in plain JAX: masked multi-head attention + GELU MLP."""
+    B, T, D = x.shape
+    hd = D // heads
+    h = _layer_norm(x, params["ln1_g"], params["ln1_b"])
+    q = (h @ params["wq"]).reshape(B, T, heads, hd)
+    k = (h @ params["wk"]).reshape(B, T, heads, hd)
+    v = (h @ params["wv"]).reshape(B, T, heads, hd)
+    scores = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(hd).astype(x.dtype)
+    scores = jnp.where(mask[:, None, :, :], scores, jnp.finfo(x.dtype).min)
+    attn = jax.nn.softmax(scores, axis=-1)
+    ctx = jnp.einsum("bhts,bshd->bthd", attn, v).reshape(B, T, D)
+    x = x + ctx @ params["wo"]
+    h = _layer_norm(x, params["ln2_g"], params["ln2_b"])
+    h = jax.nn.gelu(h @ params["w1"] + params["b1"])
+    return x + h @ params["w2"] + params["b2"]
