@@ -16,7 +16,7 @@ a nested graph) or single unfused ops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tpusim.ir.graph import Graph, Op, Value
 from tpusim.ir.opset import EPILOGUE, FUSIBLE, Category, category_of
@@ -121,9 +121,10 @@ def fuse(graph: Graph) -> Graph:
 
 
 def _fuse_bodies(op: Op) -> Op:
-    if op.subgraphs:
-        op.subgraphs = {k: fuse(g) for k, g in op.subgraphs.items()}
-    return op
+    """A copy of a control op whose bodies are fused (the input graph is left untouched)."""
+    if not op.subgraphs:
+        return op
+    return replace(op, subgraphs={k: fuse(g) for k, g in op.subgraphs.items()}, id=op.id)
 
 
 def _emit(groups: list[_Group], graph_outputs: list[Value]) -> list[Op]:

@@ -1,8 +1,11 @@
 """TPU memory layout: arrays are stored in (sublane, lane) tiles, padded up to whole tiles.
 
-A 32-bit array's last two dims are tiled (8, 128); packed types stack more rows per tile
-(bf16: (16, 128), int8: (32, 128)), so a (1000, 3) f32 array really occupies (1000, 128).
-Rank-1 arrays are padded to whole 128-lane rows; scalars take one word.
+A 32-bit array's two minor dims are tiled (8, 128); packed types stack more rows per tile
+(bf16: (16, 128), int8: (32, 128)). Which dims are minor is the layout pass's choice: like
+XLA's layout assignment, tpusim gives every array the dim order whose tiling wastes least, so
+an NHWC activation with 3 channels is not blown up 43x, but a (1000, 3) matrix still occupies
+(1000, 128) or (8, 1000->1024) words. Rank-1 arrays pad to whole 128-lane rows; scalars take
+one word.
 """
 
 from __future__ import annotations
@@ -34,5 +37,17 @@ def tiled_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
 
 
 def padded_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
-    """Bytes the array occupies in HBM/VMEM once padded to whole tiles."""
-    return math.prod(tiled_shape(shape, dtype)) * np.dtype(dtype).itemsize
+    """Bytes the array occupies in HBM once padded to whole tiles, in its best layout
+    (the pair of minor dims, in either order, that needs the least padding)."""
+    itemsize = np.dtype(dtype).itemsize
+    if len(shape) < 2:
+        return math.prod(tiled_shape(shape, dtype)) * itemsize
+    best = None
+    for lane in range(len(shape)):
+        for sub in range(len(shape)):
+            if sub == lane:
+                continue
+            rest = [shape[d] for d in range(len(shape)) if d not in (lane, sub)]
+            size = math.prod(tiled_shape((*rest, shape[sub], shape[lane]), dtype))
+            best = size if best is None else min(best, size)
+    return int(best) * itemsize

@@ -82,17 +82,10 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int) -> MxuPlan:
 
 
 def _operand_hbm_bytes(op: Op, plan: MxuPlan) -> tuple[int, int, int]:
-    """Bytes of lhs, rhs and result as stored in HBM: their own dtypes, (8,128)-tile padding
-    (MXU padding happens in VMEM and costs no HBM traffic)."""
+    """Bytes of lhs, rhs and result as stored in HBM: their own dtypes and tiled layouts
+    (padding to the MXU size happens in VMEM and costs no HBM traffic)."""
     lhs, rhs, out = op.inputs[0], op.inputs[1], op.outputs[0]
-    lanes = 128
-    if op.prim == "dot_general":
-        lhs_b = plan.batch * round_up(plan.M, sublane_tile(lhs.dtype)) * round_up(plan.K, lanes) * lhs.dtype.itemsize
-    else:
-        lhs_b = padded_bytes(lhs.shape, lhs.dtype)
-    rhs_b = plan.batch * plan.taps * round_up(plan.K, sublane_tile(rhs.dtype)) * round_up(plan.N, lanes) * rhs.dtype.itemsize
-    out_b = plan.batch * round_up(plan.M, sublane_tile(out.dtype)) * round_up(plan.N, lanes) * out.dtype.itemsize
-    return lhs_b, rhs_b, out_b
+    return padded_bytes(lhs.shape, lhs.dtype), padded_bytes(rhs.shape, rhs.dtype), padded_bytes(out.shape, out.dtype)
 
 
 def mxu_hbm_traffic(op: Op, plan: MxuPlan) -> tuple[int, int, int]:

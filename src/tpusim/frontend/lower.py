@@ -19,13 +19,33 @@ from tpusim.ir.graph import Graph, Op, Value
 from tpusim.ir.opset import INLINED_CALLS, category_of
 
 
-def _where(eqn: Any) -> str:
+_LIBRARY_MARKERS = ("site-packages", "dist-packages", "/jax/_src/", "/keras/src/")
+
+
+def _scope(eqn: Any, outer: str) -> str:
+    inner = str(eqn.source_info.name_stack)
+    return "/".join(x for x in (outer, inner) if x)
+
+
+def _where(eqn: Any, call_site: str, outer_scope: str = "") -> str:
+    """'layer/scope (file:line (function))' for an equation. Equations inside library code
+    (jnp.linalg, Keras internals) report the user's nearest call site instead."""
     try:
         loc = source_info_util.summarize(eqn.source_info)
     except Exception:  # pragma: no cover - source info is best effort
-        loc = "<unknown>"
-    scope = str(eqn.source_info.name_stack)
-    return f"{scope} ({loc})" if scope else loc
+        loc = ""
+    if (not loc or any(m in loc for m in _LIBRARY_MARKERS)) and call_site:
+        loc = call_site
+    scope = _scope(eqn, outer_scope)
+    return f"{scope} ({loc})" if scope and loc else (scope or loc or "<unknown location>")
+
+
+def _user_loc(eqn: Any, call_site: str) -> str:
+    try:
+        loc = source_info_util.summarize(eqn.source_info)
+    except Exception:  # pragma: no cover
+        loc = ""
+    return call_site if (not loc or any(m in loc for m in _LIBRARY_MARKERS)) and call_site else loc
 
 
 def _np_dtype(aval: Any) -> np.dtype:
@@ -57,6 +77,10 @@ def _sub_jaxpr(params: dict[str, Any]) -> tuple[Any, list[Any]]:
 
 
 class _Lowerer:
+    def __init__(self) -> None:
+        self.call_site = ""  # the user's source line of the innermost inlined call
+        self.scope = ""  # name stack of the enclosing inlined calls
+
     def lower_jaxpr(self, jaxpr: Any, consts: list[Any], args: list[Value], ops: list[Op], const_role: str) -> list[Value]:
         env: dict[Any, Value] = {}
 
@@ -74,7 +98,10 @@ class _Lowerer:
             ins = [read(a) for a in eqn.invars]
             if name in INLINED_CALLS:
                 sub, sub_consts = _sub_jaxpr(eqn.params)
+                saved = self.call_site, self.scope
+                self.call_site, self.scope = _user_loc(eqn, self.call_site), _scope(eqn, self.scope)
                 outs = self.lower_jaxpr(sub, sub_consts, ins, ops, "literal")
+                self.call_site, self.scope = saved
             else:
                 outs = [_value_for_aval(v.aval) for v in eqn.outvars]
                 ops.append(self.make_op(eqn, ins, outs))
@@ -91,7 +118,7 @@ class _Lowerer:
 
     def make_op(self, eqn: Any, ins: list[Value], outs: list[Value]) -> Op:
         name = eqn.primitive.name
-        where = _where(eqn)
+        where = _where(eqn, self.call_site, self.scope)
         if category_of(name) is None:
             raise UnsupportedOpError(name, where)
         params = dict(eqn.params)
@@ -111,7 +138,7 @@ class _Lowerer:
         for v in ins + outs:
             if v.dtype.kind == "c":
                 raise UnsupportedOpError(name, where, f"complex dtype {v.dtype}; the TPU MXU/VPU model is real-valued")
-        return Op(name, ins, outs, params, where, eqn.primitive, subgraphs, str(eqn.source_info.name_stack))
+        return Op(name, ins, outs, params, where, eqn.primitive, subgraphs, _scope(eqn, self.scope))
 
 
 def _while_trip_count(subgraphs: dict[str, Graph], params: dict[str, Any], ins: list[Value]) -> int | None:

@@ -1,0 +1,1 @@
+"""Reports: rich tables for devices, kernels and program summaries."""

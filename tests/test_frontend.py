@@ -1,0 +1,127 @@
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tpusim
+from tpusim.frontend import lower, trace
+
+
+def test_keras_backend_is_jax_without_tensorflow(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "KERAS_HOME")}
+    env["HOME"] = str(tmp_path)  # a user with no ~/.keras
+    code = "import tpusim, keras; print(keras.backend.backend())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "jax"
+    assert not (tmp_path / ".keras").exists(), "tpusim must not create ~/.keras"
+
+
+def test_shape_dtype_struct_needs_no_data():
+    c = tpusim.compile(lambda x, w: x @ w, jax.ShapeDtypeStruct((8, 16), jnp.float32),
+                       jax.ShapeDtypeStruct((16, 4), jnp.float32), device="v4")
+    assert c.flops == 2 * 8 * 16 * 4
+
+
+def test_nested_jit_and_custom_jvp_are_inlined():
+    @jax.jit
+    def inner(x):
+        return jax.nn.relu(x) * 2  # relu is a custom_jvp
+
+    g = lower(trace(lambda x: inner(x) + 1, jnp.ones(4)).closed_jaxpr)
+    prims = [op.prim for op in g.ops]
+    assert "jit" not in prims and "custom_jvp_call" not in prims
+    assert "max" in prims
+
+
+def test_custom_vjp_is_inlined(rng):
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(x),))
+    x = rng.normal(size=(5,)).astype(np.float32)
+    c = tpusim.compile(lambda x: f(x) * 3, x)
+    np.testing.assert_allclose(c.run(x), np.sin(x) * 3, rtol=1e-6)
+
+
+def test_long_scan_stays_a_loop():
+    def f(x):
+        return jax.lax.scan(lambda c, _: (c * 0.999 + 1.0, None), x, None, length=1000)[0]
+
+    c = tpusim.compile(f, jnp.ones((8, 128)))
+    assert [op.prim for op in c.graph.ops] == ["scan"]
+    body_ops = c.graph.ops[0].subgraphs["body"].ops
+    assert len(body_ops) == 2
+    assert c.counts().flops == 1000 * 2 * 8 * 128  # counted per iteration, not unrolled
+    np.testing.assert_allclose(c.run(np.ones((8, 128), np.float32)), np.asarray(f(jnp.ones((8, 128)))), rtol=1e-5)
+
+
+def test_fori_loop_trip_count_and_while():
+    def f(x):
+        return jax.lax.fori_loop(0, 7, lambda i, c: c * 2.0, x)
+
+    c = tpusim.compile(f, jnp.ones(3))
+    assert c.counts().flops == 7 * (3 + 1)  # the multiply, and the loop counter increment
+    np.testing.assert_allclose(c.run(np.ones(3, np.float32)), np.full(3, 128.0))
+
+    def g(x):  # data-dependent trip count: a real while loop
+        return jax.lax.while_loop(lambda c: c[0] < 100.0, lambda c: c * 2.0, x)
+
+    c = tpusim.compile(g, jnp.ones(2))
+    assert c.graph.ops[0].prim == "while"
+    np.testing.assert_allclose(c.run(np.ones(2, np.float32)), np.asarray(g(jnp.ones(2))))
+
+
+def test_cond_runs_the_right_branch():
+    def f(p, x):
+        return jax.lax.cond(p > 0, lambda x: x @ x.T, lambda x: -x @ x.T, x)
+
+    x = np.eye(4, dtype=np.float32)
+    c = tpusim.compile(f, np.float32(1.0), x)
+    np.testing.assert_allclose(c.run(np.float32(1.0), x), np.eye(4))
+    np.testing.assert_allclose(c.run(np.float32(-1.0), x), -np.eye(4))
+
+
+def test_unsupported_primitive_names_it_and_the_source_line():
+    def model(x):
+        return jnp.linalg.cholesky(x @ x.T + 4 * jnp.eye(4))  # the line to report
+
+    with pytest.raises(tpusim.UnsupportedOpError) as e:
+        tpusim.compile(model, jnp.ones((4, 4)))
+    msg = str(e.value)
+    assert "cholesky" in msg and "test_frontend.py" in msg
+    assert e.value.primitive == "cholesky"
+    assert isinstance(e.value, tpusim.TpusimError)
+
+
+def test_tracing_failure_is_a_tpusim_error():
+    with pytest.raises(tpusim.TpusimError, match="could not trace"):
+        tpusim.compile(lambda x, y: x @ y, jnp.ones((2, 3)), jnp.ones((4, 5)))
+
+
+def test_run_checks_argument_shapes():
+    c = tpusim.compile(lambda x: x + 1, jnp.ones((2, 3)))
+    with pytest.raises(tpusim.InputMismatchError, match="compiled for"):
+        c.run(np.ones((3, 3), np.float32))
+
+
+def test_pytree_inputs_and_outputs(rng):
+    def f(params, x):
+        h = x @ params["w"] + params["b"]
+        return {"out": h, "stats": (h.mean(), h.max())}
+
+    params = {"w": rng.normal(size=(6, 3)).astype(np.float32), "b": np.zeros(3, np.float32)}
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    out = tpusim.compile(f, params, x, precision="highest").run(params, x)
+    ref = f(params, x)
+    assert set(out) == {"out", "stats"} and isinstance(out["stats"], tuple)
+    np.testing.assert_allclose(out["out"], ref["out"], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_precision_is_rejected():
+    with pytest.raises(tpusim.TpusimError, match="precision"):
+        tpusim.compile(lambda x: x, jnp.ones(2), precision="fp8")
