@@ -73,7 +73,8 @@ def _acc_dtype(precision: str) -> type:
 def matmul_blocks(a: np.ndarray, b: np.ndarray, plan: MxuPlan, strict: bool = False) -> np.ndarray:
     """(B, M, K) x (B, K, N) -> (B, M, N) accumulator, K walked in blocks of plan.tk.
 
-    Grid steps along M and N are independent, so by default they run batched (same arithmetic);
+    Grid steps along M and N are independent, so by default they run batched (same blocks, same
+    K order; BLAS may sum the products inside one block in another f32 order);
     `strict=True` walks every (m, n, k) grid step separately, for tests and teaching.
     """
     prec = plan.precision

@@ -1,0 +1,151 @@
+"""Each compiler pass run on its own."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tpusim
+from tpusim.compiler import allocate, assign_precision, canonicalize, emit_program, fuse, plan_mxu
+from tpusim.compiler.layout import padded_bytes
+from tpusim.compiler.tiling import mxu_block_vmem
+from tpusim.frontend import lower, trace
+
+
+def ir(fn, *args):
+    return canonicalize(lower(trace(fn, *args).closed_jaxpr))
+
+
+def kinds(graph):
+    return [op.params["kind"] if op.prim == "fusion" else op.prim for op in graph.ops]
+
+
+def fused_prims(op):
+    return [o.prim for o in op.subgraphs["fused"].ops]
+
+
+def test_bias_and_activation_fuse_into_matmul_epilogue():
+    g = fuse(ir(lambda x, w, b: jax.nn.gelu(x @ w + b), jnp.ones((8, 16)), jnp.ones((16, 32)), jnp.ones(32)))
+    assert kinds(g) == ["matmul"]
+    prims = fused_prims(g.ops[0])
+    assert prims[0] == "dot_general" and "add" in prims and "tanh" in prims
+
+
+def test_batchnorm_relu_and_residual_fuse_into_conv():
+    def block(x, w, mean, var, gamma, beta, shortcut):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = (y - mean) * jax.lax.rsqrt(var + 1e-3) * gamma + beta
+        return jax.nn.relu(y + shortcut)
+
+    args = [jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 16))] + [jnp.ones(16)] * 4 + [jnp.ones((1, 8, 8, 16))]
+    g = fuse(ir(block, *args))
+    assert kinds(g) == ["conv"]
+    assert {"sub", "rsqrt", "mul", "add", "max"} <= set(fused_prims(g.ops[0]))
+
+
+def test_elementwise_chain_is_one_kernel():
+    g = fuse(ir(lambda x, y: jnp.exp(x * 2 + y) - jnp.tanh(y), jnp.ones((64, 128)), jnp.ones((64, 128))))
+    assert kinds(g) == ["loop"]
+    assert len(g.ops[0].outputs) == 1  # intermediates stay in VMEM
+
+
+def test_softmax_splits_at_reductions():
+    g = fuse(ir(lambda x: jax.nn.softmax(x), jnp.ones((64, 128))))
+    assert kinds(g) == ["loop", "loop", "loop"]  # max | sub, exp, sum | divide
+
+
+def test_fusion_leaves_input_graph_untouched():
+    graph = ir(lambda x: jax.lax.scan(lambda c, _: (c * 2 + 1, None), x, None, length=4)[0], jnp.ones(3))
+    body_before = list(graph.ops[0].subgraphs["body"].ops)
+    fuse(graph)
+    assert graph.ops[0].subgraphs["body"].ops == body_before
+
+
+def test_canonicalize_drops_identities_and_dead_code():
+    def f(x):
+        unused = jnp.sin(x) * 3  # noqa: F841
+        return jax.lax.stop_gradient(x.reshape(4, 4)) + 1
+
+    g = ir(f, jnp.ones((4, 4)))
+    assert [op.prim for op in g.ops] == ["add"]
+
+
+@pytest.mark.parametrize("precision,dtype,expected", [
+    ("default", jnp.float32, "bf16"), ("high", jnp.float32, "bf16_3x"), ("highest", jnp.float32, "bf16_6x"),
+    ("highest", jnp.bfloat16, "bf16"), ("default", jnp.int32, "int"),
+])
+def test_precision_assignment(precision, dtype, expected):
+    g = assign_precision(ir(lambda a, b: a @ b, jnp.ones((4, 4), dtype), jnp.ones((4, 4), dtype)), precision)
+    assert g.ops[0].params["mxu_precision"] == expected
+
+
+def test_per_op_precision_request_is_honoured():
+    fn = lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST)  # noqa: E731
+    g = assign_precision(ir(fn, jnp.ones((4, 4)), jnp.ones((4, 4))), "default")
+    assert g.ops[0].params["mxu_precision"] == "bf16_6x"
+
+
+def test_tpu_v1_uses_int8():
+    g = assign_precision(ir(lambda a, b: a @ b, jnp.ones((4, 4)), jnp.ones((4, 4))), "default", "int8")
+    assert g.ops[0].params["mxu_precision"] == "int8"
+
+
+@pytest.mark.parametrize("budget_mib", [0.5, 4, 16])
+def test_tiles_respect_the_vmem_budget(budget_mib):
+    g = assign_precision(ir(lambda a, b: a @ b, jnp.ones((4096, 4096)), jnp.ones((4096, 4096))))
+    plan = plan_mxu(g.ops[0], (128, 128), int(budget_mib * 2**20))
+    assert plan.vmem_bytes <= budget_mib * 2**20
+    assert plan.tk % 128 == 0 and plan.tn % 128 == 0 and plan.tm % 16 == 0
+    assert plan.vmem_bytes == mxu_block_vmem(plan.tm, plan.tk, plan.tn, 2, 4)
+
+
+def test_bigger_vmem_means_less_hbm_traffic():
+    g = assign_precision(ir(lambda a, b: a @ b, jnp.ones((4096, 4096)), jnp.ones((4096, 4096))))
+    small = emit_program(fuse(g), (128, 128), 2**20).kernels[0].hbm_bytes
+    large = emit_program(fuse(g), (128, 128), 64 * 2**20).kernels[0].hbm_bytes
+    assert large < small
+
+
+def test_layout_padding():
+    assert padded_bytes((1000, 3), np.float32) == 1000 * 128 * 4 or padded_bytes((1000, 3), np.float32) == 8 * 1024 * 4
+    assert padded_bytes((8, 128), np.float32) == 8 * 128 * 4
+    assert padded_bytes((1, 128), jnp.bfloat16) == 16 * 128 * 2  # bf16 tiles are (16, 128)
+    assert padded_bytes((32, 26, 26, 3), np.float32) > 32 * 26 * 26 * 3 * 4
+
+
+def test_allocation_reuses_memory_of_dead_buffers():
+    def chain(x):
+        for _ in range(6):
+            x = jnp.tanh(x @ x)
+        return x
+
+    c = tpusim.compile(chain, jnp.ones((512, 512)))
+    buf = padded_bytes((512, 512), np.float32)
+    assert c.program.peak_live_bytes <= 3 * buf  # input + two live temporaries, not seven
+    assert c.peak_hbm_bytes >= c.program.peak_live_bytes
+
+
+def test_out_of_memory_lists_live_buffers():
+    big = jax.ShapeDtypeStruct((40000, 40000), jnp.float32)  # 6.4 GB each; v5e has 16 GiB
+    with pytest.raises(tpusim.OutOfMemoryError) as e:
+        tpusim.compile(lambda a, b: (a @ b) @ a, big, big, device="v5e")
+    msg = str(e.value)
+    assert "GiB" in msg and "input arg0" in msg and "v5e" in msg
+    assert e.value.peak_bytes > e.value.capacity_bytes
+    tpusim.compile(lambda a, b: (a @ b) @ a, big, big, device="v5p")  # 95 GiB: fits
+
+
+def test_keras_parameters_are_accounted(rng):
+    from tpusim.models import classic_cnn
+
+    model = classic_cnn()
+    c = tpusim.compile(model, np.zeros((1, 28, 28, 1), np.float32))
+    param_bytes = sum(int(np.prod(v.shape)) * 4 for v in model.weights)
+    assert sum(v.nbytes for v in c.program.params) == param_bytes
+    assert c.peak_hbm_bytes > param_bytes
+
+
+def test_allocate_alone_on_a_program():
+    g = fuse(assign_precision(ir(lambda x: jnp.exp(x) + 1, jnp.ones((8, 128)))))
+    prog = allocate(emit_program(g, (128, 128), 2**20))
+    assert prog.peak_hbm_bytes == 2 * 8 * 128 * 4  # input and output
