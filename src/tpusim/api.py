@@ -128,7 +128,7 @@ def compile(
 
     traced = trace(fn_or_model, *example_args)
     t = stage("trace", t0)
-    graph = lower(traced.closed_jaxpr)
+    graph = lower(traced.closed_jaxpr, traced.const_names)
     t = stage("lower", t)
     graph = canonicalize(graph)
     graph = assign_precision(graph, precision, chip.mxu_dtype)

@@ -21,8 +21,11 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
+_ROLE_LABEL = {"input": "input", "param": "parameter", "literal": "constant", "temp": "intermediate"}
+
+
 def _buffer_label(v: Value) -> str:
-    return f"{v.role} {v.name} {v.dtype.name}{list(v.shape)}"
+    return f"{_ROLE_LABEL.get(v.role, v.role)} {v.name} {v.dtype.name}{list(v.shape)}"
 
 
 def liveness(program: Program) -> list[Allocation]:

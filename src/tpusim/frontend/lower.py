@@ -81,7 +81,8 @@ class _Lowerer:
         self.call_site = ""  # the user's source line of the innermost inlined call
         self.scope = ""  # name stack of the enclosing inlined calls
 
-    def lower_jaxpr(self, jaxpr: Any, consts: list[Any], args: list[Value], ops: list[Op], const_role: str) -> list[Value]:
+    def lower_jaxpr(self, jaxpr: Any, consts: list[Any], args: list[Value], ops: list[Op], const_role: str,
+                    const_names: dict[int, str] | None = None) -> list[Value]:
         env: dict[Any, Value] = {}
 
         def read(atom: Any) -> Value:
@@ -91,6 +92,8 @@ class _Lowerer:
 
         for var, c in zip(jaxpr.constvars, consts):
             env[var] = _const_value(c, const_role if np.size(c) > 1 else "literal")
+            if const_names and id(c) in const_names:
+                env[var].name = const_names[id(c)]
         for var, a in zip(jaxpr.invars, args):
             env[var] = a
         for eqn in jaxpr.eqns:
@@ -104,7 +107,11 @@ class _Lowerer:
                 self.call_site, self.scope = saved
             else:
                 outs = [_value_for_aval(v.aval) for v in eqn.outvars]
-                ops.append(self.make_op(eqn, ins, outs))
+                op = self.make_op(eqn, ins, outs)
+                if op.scope:
+                    for o in outs:
+                        o.name = f"{op.scope.split('/')[-1]}/%{o.id}"
+                ops.append(op)
             for var, val in zip(eqn.outvars, outs):
                 env[var] = val
         return [read(a) for a in jaxpr.outvars]
@@ -169,13 +176,14 @@ def _while_trip_count(subgraphs: dict[str, Graph], params: dict[str, Any], ins: 
     return max(0, int(np.asarray(rhs.const)) - int(np.asarray(start.const)))
 
 
-def lower(closed_jaxpr: Any) -> Graph:
-    """ClosedJaxpr -> Graph. Closed-over arrays (e.g. Keras weights) become 'param' values."""
+def lower(closed_jaxpr: Any, const_names: dict[int, str] | None = None) -> Graph:
+    """ClosedJaxpr -> Graph. Closed-over arrays (e.g. Keras weights) become 'param' values,
+    named by `const_names` (id of the array -> name) where given."""
     lw = _Lowerer()
     jaxpr = closed_jaxpr.jaxpr
     inputs = [_value_for_aval(v.aval, "input") for v in jaxpr.invars]
     for i, v in enumerate(inputs):
         v.name = f"arg{i}"
     ops: list[Op] = []
-    outs = lw.lower_jaxpr(jaxpr, list(closed_jaxpr.consts), inputs, ops, "param")
+    outs = lw.lower_jaxpr(jaxpr, list(closed_jaxpr.consts), inputs, ops, "param", const_names or {})
     return Graph(inputs, outs, ops)

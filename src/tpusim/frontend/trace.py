@@ -23,6 +23,7 @@ class Traced:
     out_tree: Any
     in_avals: list[jax.ShapeDtypeStruct]
     is_keras: bool
+    const_names: dict[int, str]  # id(closed-over array) -> a readable name (Keras variable path)
 
 
 def is_keras_model(obj: Any) -> bool:
@@ -57,6 +58,7 @@ def trace(fn_or_model: Any, *example_args: Any) -> Traced:
     """Trace with JAX. Example args may be arrays or jax.ShapeDtypeStruct (pytrees allowed)."""
     keras = is_keras_model(fn_or_model)
     fn = keras_forward(fn_or_model) if keras else fn_or_model
+    const_names = {id(v.value): v.path for v in fn_or_model.weights} if keras else {}
     if not callable(fn):
         raise TraceError(f"expected a function or a Keras model, got {type(fn_or_model).__name__}")
     specs = jax.tree.map(_as_spec, example_args)
@@ -72,4 +74,4 @@ def trace(fn_or_model: Any, *example_args: Any) -> Traced:
         ) from e
     out_tree = jax.tree.structure(out_shapes)
     name = getattr(fn, "__name__", "fn")
-    return Traced(name, closed, in_tree, out_tree, flat_specs, keras)
+    return Traced(name, closed, in_tree, out_tree, flat_specs, keras, const_names)
