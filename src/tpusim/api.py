@@ -21,6 +21,7 @@ from tpusim.hardware.chip import Chip, resolve_device
 from tpusim.ir.counts import Counts, graph_counts
 from tpusim.ir.graph import Graph
 from tpusim.program.program import Program
+from tpusim.sim.estimate import Estimate, estimate_program
 from tpusim.sim.numerics import run_program
 
 
@@ -37,6 +38,7 @@ class Compiled:
     program: Program
     compile_seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ---- running ---------------------------------------------------------------------------
     def run(self, *args: Any, strict: bool = False) -> Any:
@@ -84,6 +86,13 @@ class Compiled:
         return {"flops": c.flops, "flops_xla_convention": c.flops_xla, "transcendentals": c.transcendentals,
                 "bytes accessed": float(self.hbm_bytes), "bytes accessed unfused": c.bytes,
                 "peak hbm bytes": float(self.peak_hbm_bytes)}
+
+    # ---- timing ----------------------------------------------------------------------------
+    def estimate(self) -> "Estimate":
+        """How long one call takes on the chip, per kernel and in total (deterministic)."""
+        if "estimate" not in self._cache:
+            self._cache["estimate"] = estimate_program(self.program, self.chip, self.counts().flops)
+        return self._cache["estimate"]
 
     # ---- printing --------------------------------------------------------------------------
     def as_text(self, stage: str = "program") -> str:
@@ -136,6 +145,6 @@ def compile(
     t = stage("fuse", t)
     program = emit_program(fused, chip.mxu_shape, int(chip.vmem_bytes * vmem_fraction))
     t = stage("tile+emit", t)
-    allocate(program, chip.hbm_bytes if check_memory else None, chip.name)
+    allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name)
     stage("allocate", t)
     return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings)

@@ -61,6 +61,7 @@ class Chip(BaseModel):
     sm_count: Sourced | None = None
     vpu_sublanes: Sourced | None = None
     vpu_lanes: Sourced | None = None
+    vpu_alus_per_lane: Sourced | None = None
 
     # Memory
     memory_type: str
@@ -126,11 +127,43 @@ class Chip(BaseModel):
         return int(self.hbm_gib.value * 2**30)
 
     @property
+    def cores_per_device(self) -> int:
+        """TensorCores one JAX device (one compiled program) drives: both on megacore chips
+        (v4, v5p), else one (v2, v3 and TPU7x expose each core or chiplet as a device)."""
+        if self.kind != "tpu" or self.tensorcores_per_chip is None:
+            return 1
+        return int(self.tensorcores_per_chip.value) if self.megacore else 1
+
+    @property
+    def device_fraction(self) -> float:
+        """Share of the chip's HBM (capacity and bandwidth) that one device owns."""
+        if self.kind != "tpu" or self.tensorcores_per_chip is None:
+            return 1.0
+        return self.cores_per_device / self.tensorcores_per_chip.value
+
+    @property
+    def device_hbm_bytes(self) -> int:
+        return int(self.hbm_bytes * self.device_fraction)
+
+    @property
+    def device_hbm_bandwidth(self) -> float:
+        """Bytes per second of HBM bandwidth available to one device."""
+        return self.hbm_bandwidth_gbps.value * 1e9 * self.device_fraction
+
+    @property
+    def device_peak_flops(self) -> float:
+        """Dense peak of one device in FLOP/s (MXU native type)."""
+        return (self.peak_matmul_tflops or 0.0) * 1e12 * self.device_fraction
+
+    @property
     def vmem_bytes(self) -> int:
-        """VMEM per TensorCore (the unified buffer on v1); GPUs: a nominal 256 KiB SMEM tile budget."""
-        if self.vmem_mib_per_core is None:
-            return 256 * 2**10
-        return int(self.vmem_mib_per_core.value * 2**20)
+        """On-chip memory the compiler blocks against: VMEM per TensorCore on TPUs (the unified
+        buffer on v1); the L2 cache on GPUs; a nominal 32 MiB last-level cache on CPUs."""
+        if self.vmem_mib_per_core is not None:
+            return int(self.vmem_mib_per_core.value * 2**20)
+        if self.l2_cache_mib is not None:
+            return int(self.l2_cache_mib.value * 2**20)
+        return 32 * 2**20
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:

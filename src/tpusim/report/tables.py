@@ -65,6 +65,6 @@ def summary_table(compiled: Compiled) -> Table:
     t.add_row("MXU fill (useful / issued incl. padding)", f"{useful / issued:.1%}" if issued else "-")
     t.add_row("peak HBM (heap)", si(compiled.peak_hbm_bytes, "B"))
     t.add_row("peak HBM (live sum)", si(compiled.program.peak_live_bytes, "B"))
-    t.add_row("chip HBM", si(compiled.chip.hbm_bytes, "B"))
+    t.add_row("device HBM", si(compiled.chip.device_hbm_bytes, "B"))
     t.add_row("compile time", f"{compiled.compile_seconds * 1e3:.0f} ms")
     return t

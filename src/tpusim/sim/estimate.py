@@ -1,0 +1,57 @@
+"""`Compiled.estimate()`: how long the program takes on the chip, and where the time goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tpusim.hardware.chip import Chip
+from tpusim.program.program import Program
+from tpusim.sim.timing import DEFAULT_CONSTANTS, KernelTime, TensorCoreTimer, TimingConstants
+
+
+@dataclass
+class Estimate:
+    device: str
+    time_s: float
+    flops: float  # counted FLOPs of the program (IR count, loops x trips)
+    hbm_bytes: float  # HBM traffic of the compiled kernels
+    peak_hbm_bytes: int
+    mxu_flops: float  # useful FLOPs done on the MXUs
+    peak_flops: float  # device peak, FLOP/s
+    hbm_bandwidth: float  # device HBM bandwidth, B/s
+    ops: list[KernelTime]
+
+    @property
+    def tflops(self) -> float:
+        """Achieved TFLOP/s (counted FLOPs / time)."""
+        return self.flops / self.time_s / 1e12 if self.time_s else 0.0
+
+    @property
+    def mxu_utilization(self) -> float:
+        """Useful MXU FLOPs over what the MXUs could have done in the program's time."""
+        return self.mxu_flops / (self.time_s * self.peak_flops) if self.time_s and self.peak_flops else 0.0
+
+    @property
+    def hbm_utilization(self) -> float:
+        return self.hbm_bytes / (self.time_s * self.hbm_bandwidth) if self.time_s else 0.0
+
+    def time_by_bound(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for op in self.ops:
+            out[op.bound] = out.get(op.bound, 0.0) + op.time_s
+        return out
+
+    def top_ops(self, n: int = 5) -> list[KernelTime]:
+        return sorted(self.ops, key=lambda o: -o.time_s)[:n]
+
+    def __repr__(self) -> str:
+        return (f"Estimate({self.device}: {self.time_s * 1e3:.3f} ms, {self.tflops:.1f} TFLOP/s, "
+                f"MXU {self.mxu_utilization:.1%}, HBM {self.hbm_bytes / 1e9:.3f} GB, peak {self.peak_hbm_bytes / 2**20:.1f} MiB)")
+
+
+def estimate_program(program: Program, chip: Chip, flops: float,
+                     constants: TimingConstants = DEFAULT_CONSTANTS) -> Estimate:
+    timer = TensorCoreTimer(chip, constants)
+    ops = timer.time_program(program)
+    return Estimate(chip.name, sum(o.time_s for o in ops), flops, sum(o.bytes for o in ops), program.peak_hbm_bytes,
+                    sum(o.mxu_flops for o in ops), timer.peak_flops, timer.bw, ops)

@@ -1,0 +1,179 @@
+"""Timing interpreter: walk a compiled Program and say how long each kernel takes, and why.
+
+Per kernel, three engines work in a double-buffered pipeline — DMA (HBM <-> VMEM), the MXUs and
+the VPU — so the steady state costs the slowest of them, plus a prologue (the first blocks in),
+an epilogue (the last block out) and a launch overhead:
+
+    time = launch + prologue + max(mxu, vpu, dma) + epilogue
+
+- MXU: the kernel's folds (weight tiles of R x C, times precision passes) are spread over the
+  device's MXUs; each MXU streams its folds back to back with double-buffered weights
+  (sim/mxu_timing.py, checked against the cycle-level PE model and SCALE-Sim).
+- VPU: elements x ops over an 8 x 128 x ALUs-wide vector unit per core; transcendentals cost
+  more (they go through a narrower unit).
+- DMA: the kernel's HBM bytes (tiling re-reads included) at the device's HBM bandwidth.
+- Loops cost their body times the trip count; identical grid steps and iterations are costed
+  once and multiplied, so large programs estimate in milliseconds.
+Non-TPU devices (GPUs, the host CPU) get a plain roofline: max(FLOPs / peak, bytes / bandwidth)
+plus a launch overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tpusim.hardware.chip import Chip
+from tpusim.ir.opset import Category, category_of
+from tpusim.program.program import Kernel, Program
+from tpusim.sim.mxu_timing import folds, ws_cycles_for_folds
+
+Bound = Literal["compute", "memory", "vector", "overhead"]
+
+
+@dataclass(frozen=True)
+class TimingConstants:
+    """Constants that no chip file states. Each is a modelling assumption, not fitted to any
+    measurement; `tpusim validate` shows how the whole model fares against public numbers."""
+
+    kernel_launch_s: float = 1.0e-6  # per kernel: scalar-core sequencing, DMA descriptor setup
+    dma_latency_s: float = 0.5e-6  # first byte of an HBM->VMEM transfer
+    loop_iteration_s: float = 0.2e-6  # loop bookkeeping per scan/while iteration
+    transcendental_cost: float = 4.0  # VPU slots per element for exp/tanh/... vs 1 for add
+    default_vpu_alus: int = 2  # ALUs per (sublane, lane) where the chip file is silent (v4's value)
+    gpu_launch_s: float = 5.0e-6  # CUDA kernel launch, for the roofline model of GPUs/CPUs
+
+
+DEFAULT_CONSTANTS = TimingConstants()
+
+
+@dataclass
+class KernelTime:
+    name: str
+    kind: str
+    time_s: float
+    flops: float
+    bytes: float
+    bound: Bound
+    mxu_s: float = 0.0
+    vpu_s: float = 0.0
+    dma_s: float = 0.0
+    overhead_s: float = 0.0
+    start_s: float = 0.0
+    mxu_flops: float = 0.0  # useful MXU FLOPs (for utilization)
+    where: str = ""
+    children: list["KernelTime"] = field(default_factory=list)
+
+
+class TensorCoreTimer:
+    """Turns Program kernels into KernelTimes for one device of `chip`."""
+
+    def __init__(self, chip: Chip, constants: TimingConstants = DEFAULT_CONSTANTS) -> None:
+        self.chip = chip
+        self.k = constants
+        self.is_tpu = chip.kind == "tpu"
+        self.cores = chip.cores_per_device
+        self.mxus = int(chip.mxus_per_core.value) * self.cores if chip.mxus_per_core else 1
+        self.rows, self.cols = chip.mxu_shape
+        self.peak_flops = chip.device_peak_flops
+        clock = chip.clock_mhz.value * 1e6 if chip.clock_mhz else 1e9
+        if self.is_tpu and self.peak_flops:
+            # Never let rounding in the sources (v3: 0.94 GHz x 4 x 128^2 x 2 = 123.2 > 123 TFLOPS)
+            # put the array above the published peak.
+            clock = min(clock, self.peak_flops / (2 * self.rows * self.cols * self.mxus))
+        self.clock_hz = clock
+        self.bw = chip.device_hbm_bandwidth
+        sub = chip.vpu_sublanes.value if chip.vpu_sublanes else 8
+        lanes = chip.vpu_lanes.value if chip.vpu_lanes else 128
+        alus = chip.vpu_alus_per_lane.value if chip.vpu_alus_per_lane else constants.default_vpu_alus
+        self.vpu_elems_per_s = sub * lanes * alus * self.cores * self.clock_hz
+
+    # ---- engines -------------------------------------------------------------------------
+    def vpu_seconds(self, flops: float, transcendentals: float) -> float:
+        return (flops + self.k.transcendental_cost * transcendentals) / self.vpu_elems_per_s
+
+    def dma_seconds(self, nbytes: float) -> float:
+        return nbytes / self.bw if nbytes else 0.0
+
+    def mxu_seconds(self, kernel: Kernel) -> float:
+        p = kernel.mxu
+        assert p is not None
+        m_blocks, n_blocks, k_steps = p.grid
+        per_step = folds(p.tk, p.tn, self.rows, self.cols)
+        total_folds = p.batch * m_blocks * n_blocks * k_steps * per_step * p.passes
+        per_mxu = math.ceil(total_folds / self.mxus)
+        rows_streamed = max(1, math.ceil(p.Mp / m_blocks))
+        cycles = ws_cycles_for_folds(per_mxu, rows_streamed, self.rows, self.cols)
+        return cycles / self.clock_hz
+
+    # ---- kernels -------------------------------------------------------------------------
+    def time_kernel(self, kernel: Kernel) -> KernelTime:
+        if kernel.bodies:
+            return self._control(kernel)
+        c = kernel.counts
+        if not self.is_tpu:
+            return self._roofline(kernel)
+        mxu_s = self.mxu_seconds(kernel) if kernel.mxu is not None else 0.0
+        mxu_flops = float(kernel.mxu.useful_flops) if kernel.mxu is not None else 0.0
+        vpu_flops = c.flops - (mxu_flops if kernel.mxu is not None else 0.0)
+        if kernel.kind == "window":
+            vpu_flops = c.flops + sum(v.size for v in kernel.outputs)
+        vpu_s = self.vpu_seconds(max(vpu_flops, 0.0), c.transcendentals)
+        dma_s = self.dma_seconds(kernel.hbm_bytes)
+        steps = max(1, math.prod(kernel.grid))
+        prologue = self.k.dma_latency_s + (dma_s / steps if steps > 1 else 0.0)
+        epilogue = dma_s / steps if steps > 1 else 0.0
+        overhead = self.k.kernel_launch_s + prologue + epilogue
+        steady = max(mxu_s, vpu_s, dma_s)
+        total = overhead + steady
+        if overhead > steady:
+            bound: Bound = "overhead"
+        elif steady == mxu_s:
+            bound = "compute"
+        elif steady == dma_s:
+            bound = "memory"
+        else:
+            bound = "vector"
+        return KernelTime(kernel.name, kernel.kind, total, c.flops, float(kernel.hbm_bytes), bound,
+                          mxu_s, vpu_s, dma_s, overhead, mxu_flops=mxu_flops, where=kernel.where)
+
+    def _roofline(self, kernel: Kernel) -> KernelTime:
+        c = kernel.counts
+        compute = (c.flops + c.transcendentals) / self.peak_flops if self.peak_flops else 0.0
+        memory = self.dma_seconds(kernel.hbm_bytes)
+        steady = max(compute, memory)
+        bound: Bound = "overhead" if self.k.gpu_launch_s > steady else ("compute" if compute >= memory else "memory")
+        mxu_flops = float(kernel.mxu.useful_flops) if kernel.mxu is not None else 0.0
+        return KernelTime(kernel.name, kernel.kind, steady + self.k.gpu_launch_s, c.flops, float(kernel.hbm_bytes),
+                          bound, compute, 0.0, memory, self.k.gpu_launch_s, mxu_flops=mxu_flops, where=kernel.where)
+
+    def _control(self, kernel: Kernel) -> KernelTime:
+        op = kernel.op
+        if op.prim == "cond":
+            branches = [self.time_program(b) for b in kernel.bodies.values()]
+            worst = max(branches, key=lambda ks: sum(k.time_s for k in ks))
+            children, trips = worst, 1
+        else:
+            children = self.time_program(kernel.bodies["body"])
+            if "cond" in kernel.bodies:
+                children = children + self.time_program(kernel.bodies["cond"])
+            trips = int(op.params.get("trip_count") or 1)
+        body_s = sum(k.time_s for k in children)
+        total = trips * (body_s + self.k.loop_iteration_s)
+        agg = {f: trips * sum(getattr(k, f) for k in children) for f in ("flops", "bytes", "mxu_s", "vpu_s", "dma_s", "overhead_s", "mxu_flops")}
+        engines = {"compute": agg["mxu_s"], "vector": agg["vpu_s"], "memory": agg["dma_s"], "overhead": agg["overhead_s"] + trips * self.k.loop_iteration_s}
+        bound: Bound = max(engines, key=engines.get)  # type: ignore[arg-type]
+        return KernelTime(kernel.name, kernel.kind, total, agg["flops"], agg["bytes"], bound, agg["mxu_s"], agg["vpu_s"],
+                          agg["dma_s"], agg["overhead_s"] + trips * self.k.loop_iteration_s, mxu_flops=agg["mxu_flops"],
+                          where=kernel.where, children=children)
+
+    def time_program(self, program: Program) -> list[KernelTime]:
+        out = []
+        t = 0.0
+        for kernel in program.kernels:
+            kt = self.time_kernel(kernel)
+            kt.start_s = t
+            t += kt.time_s
+            out.append(kt)
+        return out
