@@ -28,3 +28,31 @@ def test_demo_with_unknown_device_fails_cleanly():
 def test_ops_command():
     result = runner.invoke(app, ["ops"])
     assert result.exit_code == 0 and "conv_general_dilated" in result.output
+
+
+def test_run_command_with_trace_and_roofline(tmp_path):
+    import json
+
+    script = tmp_path / "model.py"
+    script.write_text(
+        "import jax, jax.numpy as jnp\n"
+        "def model(x, w):\n    return jax.nn.relu(x @ w)\n"
+        "inputs = (jax.ShapeDtypeStruct((256, 512), jnp.float32), jax.ShapeDtypeStruct((512, 1024), jnp.float32))\n")
+    trace, png = tmp_path / "t.json", tmp_path / "r.png"
+    result = runner.invoke(app, ["run", str(script), "--device", "v5e", "--trace", str(trace), "--roofline", str(png)],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "step time" in result.output and "MXU utilization" in result.output and "matmul" in result.output
+    events = json.loads(trace.read_text())["traceEvents"]
+    tracks = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert {"MXU 0", "MXU 3", "VPU", "DMA (HBM<->VMEM)", "kernels"} <= tracks
+    assert any(e.get("ph") == "X" and e["tid"] == 1 for e in events)
+    assert png.stat().st_size > 10_000
+
+
+def test_run_command_explains_a_bad_script(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text("x = 1\n")
+    result = runner.invoke(app, ["run", str(script)])
+    assert result.exit_code == 1
+    assert "must define `model` and `inputs`" in result.output

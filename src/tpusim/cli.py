@@ -36,6 +36,40 @@ def demo(device: str = typer.Option("v4", help="chip name or chip YAML path"),
 
 
 @app.command()
+def run(script: str = typer.Argument(..., help="a Python file defining `model` and `inputs`"),
+        device: str = typer.Option("v5e", help="chip name or chip YAML path"),
+        precision: str = typer.Option(None, help="default | high | highest (overrides the script)"),
+        trace: str = typer.Option(None, help="write a Chrome/Perfetto trace JSON here"),
+        roofline: str = typer.Option(None, help="write a roofline PNG here"),
+        top: int = typer.Option(25, help="kernels to list (0: all)")) -> None:
+    """Compile a user's model script for a chip and print where the time goes."""
+    from tpusim.api import compile as tpu_compile
+    from tpusim.frontend.script import load_model_script
+    from tpusim.report.estimate_tables import estimate_summary, ops_table
+
+    try:
+        with console.status(f"loading {script}..."):
+            model, inputs, options = load_model_script(script)
+        with console.status(f"compiling for {device}..."):
+            compiled = tpu_compile(model, *inputs, device=device, precision=precision or options["precision"])
+            est = compiled.estimate()
+    except TpusimError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1)
+    console.print(ops_table(est, limit=top or None))
+    console.print(estimate_summary(est, f"{compiled.name} on {compiled.chip.display_name} (precision {compiled.precision})"))
+    if trace:
+        from tpusim.report.trace import write_trace
+        from tpusim.sim.timing import TensorCoreTimer
+
+        console.print(f"trace written to {write_trace(est, TensorCoreTimer(compiled.chip).mxus, trace)}")
+    if roofline:
+        from tpusim.report.roofline import plot_roofline
+
+        console.print(f"roofline written to {plot_roofline(est, roofline)}")
+
+
+@app.command()
 def ops() -> None:
     """List the JAX primitives tpusim compiles."""
     from tpusim.ir.opset import CATEGORY

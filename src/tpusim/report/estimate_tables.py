@@ -1,0 +1,48 @@
+"""Rich tables for a timing estimate: per-op rows and a summary."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from tpusim.report.tables import si
+from tpusim.sim.estimate import Estimate
+
+
+def ops_table(est: Estimate, limit: int | None = 25, sort_by_time: bool = False) -> Table:
+    t = Table(title=f"per-kernel estimate on {est.device}")
+    for col in ("#", "kernel", "kind", "time", "% time", "FLOPs", "HBM bytes", "TFLOP/s", "MXU", "VPU", "DMA", "bound"):
+        t.add_column(col, justify="left" if col in ("kernel", "kind", "bound") else "right")
+    rows = list(enumerate(est.ops))
+    if sort_by_time:
+        rows.sort(key=lambda r: -r[1].time_s)
+    shown = rows if limit is None else rows[:limit]
+    for i, op in shown:
+        t.add_row(str(i), op.name, op.kind, _us(op.time_s), f"{op.time_s / est.time_s:.1%}" if est.time_s else "-",
+                  si(op.flops), si(op.bytes, "B"), f"{op.flops / op.time_s / 1e12:.1f}" if op.time_s else "-",
+                  _us(op.mxu_s), _us(op.vpu_s), _us(op.dma_s), op.bound)
+    if limit is not None and len(rows) > limit:
+        t.add_row("...", f"{len(rows) - limit} more kernels", *[""] * 10)
+    return t
+
+
+def _us(s: float) -> str:
+    if s == 0:
+        return "-"
+    return f"{s * 1e3:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.1f} us"
+
+
+def estimate_summary(est: Estimate, title: str = "") -> Table:
+    t = Table(title=title or f"estimate on {est.device}", show_header=False)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("step time", _us(est.time_s))
+    t.add_row("achieved", f"{est.tflops:.2f} TFLOP/s of {est.peak_flops / 1e12:.0f} peak")
+    t.add_row("MXU utilization", f"{est.mxu_utilization:.1%}")
+    t.add_row("FLOPs", si(est.flops, "FLOP"))
+    t.add_row("HBM traffic", f"{si(est.hbm_bytes, 'B')} ({est.hbm_utilization:.0%} of bandwidth over the step)")
+    t.add_row("peak HBM", si(est.peak_hbm_bytes, "B"))
+    for bound, secs in sorted(est.time_by_bound().items(), key=lambda kv: -kv[1]):
+        t.add_row(f"time in {bound}-bound kernels", f"{_us(secs)} ({secs / est.time_s:.0%})")
+    top = est.top_ops(3)
+    t.add_row("top kernels", ", ".join(f"{o.name} {o.time_s / est.time_s:.0%}" for o in top))
+    return t
