@@ -53,6 +53,6 @@ def test_run_command_with_trace_and_roofline(tmp_path):
 def test_run_command_explains_a_bad_script(tmp_path):
     script = tmp_path / "bad.py"
     script.write_text("x = 1\n")
-    result = runner.invoke(app, ["run", str(script)])
+    result = runner.invoke(app, ["run", str(script)], env={"COLUMNS": "300"})
     assert result.exit_code == 1
     assert "must define `model` and `inputs`" in result.output
