@@ -115,12 +115,14 @@ def compile(
     precision: str = "default",
     vmem_fraction: float = DEFAULT_VMEM_FRACTION,
     check_memory: bool = True,
+    tiles: tuple[int, int, int] | None = None,
 ) -> Compiled:
     """Compile a JAX function or Keras 3 model for a simulated chip.
 
     Example args may be arrays or jax.ShapeDtypeStruct (no data needed). `precision` is
     'default' (bf16 MXU inputs, f32 accumulation), 'high' (3 bf16 passes) or 'highest'
-    (6 bf16 passes, ~f32).
+    (6 bf16 passes, ~f32). `tiles=(tm, tk, tn)` forces the MXU block shape of every matmul
+    and convolution (as a hand-tuned Pallas kernel would); by default the compiler picks it.
     """
     if precision not in USER_PRECISIONS:
         raise TpusimError(f"precision must be one of {', '.join(USER_PRECISIONS)}, got '{precision}'")
@@ -143,7 +145,7 @@ def compile(
     graph = assign_precision(graph, precision, chip.mxu_dtype)
     fused = fuse(graph)
     t = stage("fuse", t)
-    program = emit_program(fused, chip.mxu_shape, int(chip.vmem_bytes * vmem_fraction))
+    program = emit_program(fused, chip.mxu_shape, int(chip.vmem_bytes * vmem_fraction), tiles)
     t = stage("tile+emit", t)
     allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name)
     stage("allocate", t)

@@ -70,6 +70,35 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
 
 
 @app.command()
+def validate(refit: bool = typer.Option(False, help="refit the calibration constants on their stated subsets first")) -> None:
+    """Predicted vs published measured timings, with the error of each."""
+    from rich.table import Table
+
+    from tpusim.sim.timing import DEFAULT_CONSTANTS
+    from tpusim.validation.validate import fit_constants, load_measurements, validate as run_validate
+
+    constants = DEFAULT_CONSTANTS
+    if refit:
+        with console.status("refitting grid_step_s and host_dispatch_s..."):
+            constants = fit_constants()
+        console.print(f"fitted: grid_step_s = {constants.grid_step_s * 1e6:.3f} us, "
+                      f"host_dispatch_s = {constants.host_dispatch_s * 1e6:.1f} us")
+    with console.status("estimating every measured workload..."):
+        checks = run_validate(constants)
+    t = Table(title="tpusim vs published measurements")
+    for col in ("id", "device", "workload", "measured", "predicted", "error", "role"):
+        t.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left")
+    for c in checks:
+        t.add_row(c.id, c.device, c.workload, f"{c.measured_s * 1e6:.1f} us", f"{c.predicted_s * 1e6:.1f} us",
+                  f"{c.error:+.1%}", f"fit {c.fit}" if c.fit else "held out")
+    console.print(t)
+    held = [abs(c.error) for c in checks if not c.fit]
+    console.print(f"held-out entries: {len(held)}, mean |error| {sum(held) / len(held):.1%}, max {max(held):.1%}")
+    for key, text in load_measurements()["sources"].items():
+        console.print(f"[dim]{key}: {text}[/dim]")
+
+
+@app.command()
 def ops() -> None:
     """List the JAX primitives tpusim compiles."""
     from tpusim.ir.opset import CATEGORY

@@ -35,9 +35,10 @@ def _fused_counts(op: Op) -> Counts:
 
 
 class ProgramBuilder:
-    def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int) -> None:
+    def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int, tiles: tuple[int, int, int] | None = None) -> None:
         self.mxu_shape = mxu_shape
         self.vmem_budget = vmem_budget
+        self.tiles = tiles
         self.count = 0
 
     def build(self, graph: Graph) -> Program:
@@ -67,7 +68,7 @@ class ProgramBuilder:
 
     def mxu_kernel(self, op: Op) -> Kernel:
         anchor: Op = op.params["anchor"]
-        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget)
+        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles)
         fused = op.subgraphs["fused"]
         lhs_v, rhs_v = (_kernel_source(v, fused, op.inputs) for v in anchor.inputs[:2])
         lhs_t, rhs_t, out_t = mxu_hbm_traffic(anchor, plan)
@@ -128,7 +129,7 @@ class ProgramBuilder:
         if cat is Category.CONTROL:
             kind = op.prim
             for name, g in op.subgraphs.items():
-                bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget).build(g)
+                bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget, self.tiles).build(g)
             hbm = sum(k.hbm_bytes for b in bodies.values() for k in b.kernels) * int(op.params.get("trip_count") or 1)
             grid: tuple[int, ...] = (int(op.params.get("trip_count") or 1),)
             axes: tuple[str, ...] = ("iteration",)
@@ -146,7 +147,8 @@ class ProgramBuilder:
                       counts, hbm, op.where, None, bodies)
 
 
-def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int) -> Program:
-    return ProgramBuilder(mxu_shape, vmem_budget).build(graph)
+def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int,
+                 tiles: tuple[int, int, int] | None = None) -> Program:
+    return ProgramBuilder(mxu_shape, vmem_budget, tiles).build(graph)
 
 

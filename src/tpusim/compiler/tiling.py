@@ -51,8 +51,11 @@ def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
     return c.groups, (c.batch // c.batch_groups) * c.out_positions, c.in_per_group, c.out_features // c.groups, c.taps
 
 
-def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int) -> MxuPlan:
-    """Block sizes for one matmul/conv op (its precision must already be assigned)."""
+def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
+             tiles: tuple[int, int, int] | None = None) -> MxuPlan:
+    """Block sizes for one matmul/conv op (its precision must already be assigned).
+    `tiles=(tm, tk, tn)` forces the block shape, like a hand-written Pallas kernel's BlockSpecs
+    (clipped to the padded problem)."""
     precision = op.params.get("mxu_precision", "bf16")
     passes = PASSES[precision]
     rows, cols = mxu_shape
@@ -64,6 +67,11 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int) -> MxuPlan:
     Mp, Kp, Np = round_up(max(M, 1), sub), round_up(max(K, 1), rows), round_up(max(N, 1), cols)
     plan = MxuPlan(precision, passes, batch, M, K, N, taps, Mp, Kp, Np, sub, rows, cols, 0, in_itemsize, out_itemsize)
     lhs_hbm, rhs_hbm, out_hbm = _operand_hbm_bytes(op, plan)
+    if tiles is not None:
+        tm, tk, tn = (max(1, int(t)) for t in tiles)
+        plan.tm, plan.tk, plan.tn = min(round_up(tm, sub), Mp), min(round_up(tk, rows), Kp), min(round_up(tn, cols), Np)
+        plan.vmem_bytes = mxu_block_vmem(plan.tm, plan.tk, plan.tn, in_itemsize, out_itemsize)
+        return plan
     best = None
     for tm in _candidates(sub, Mp):
         for tk in _candidates(rows, Kp):

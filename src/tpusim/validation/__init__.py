@@ -1,0 +1,1 @@
+"""Checking the timing model against published measurements."""

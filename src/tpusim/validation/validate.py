@@ -1,0 +1,106 @@
+"""`tpusim validate`: predicted vs published measured timings, and the fit of the two global
+calibration constants on their stated subsets.
+
+Calibration (see TimingConstants): `grid_step_s` is fitted on the entries marked
+`fit: grid_step_s` (Pallas kernels with 128-cube blocks, where per-step overhead dominates):
+the residual (measured - modelled without it - dispatch) divided by the number of grid steps,
+averaged. `host_dispatch_s` (the cost of one jitted call from Python, added only to entries
+measured that way) is then fitted on the entries marked `fit: host_dispatch_s`. Every other
+entry is held out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import yaml
+
+from tpusim.api import compile as tpu_compile
+from tpusim.hardware.chip import resolve_device
+from tpusim.sim.estimate import estimate_program
+from tpusim.sim.timing import DEFAULT_CONSTANTS, TimingConstants
+
+DATA = Path(__file__).parent / "measurements.yaml"
+
+
+@dataclass
+class Check:
+    id: str
+    device: str
+    workload: str
+    measured_s: float
+    predicted_s: float
+    fit: str | None
+    source: str
+
+    @property
+    def error(self) -> float:
+        return (self.predicted_s - self.measured_s) / self.measured_s
+
+
+def load_measurements() -> dict[str, Any]:
+    return yaml.safe_load(DATA.read_text())
+
+
+def _workload(entry: dict[str, Any]):
+    dtype = jnp.dtype(entry.get("dtype", "float32"))
+    a = jax.ShapeDtypeStruct((entry["m"], entry["k"]), dtype)
+    b = jax.ShapeDtypeStruct((entry["k"], entry["n"]), dtype)
+    if entry.get("epilogue") == "relu":
+        return (lambda x, y: jax.nn.relu(x @ y)), (a, b)
+    return (lambda x, y: x @ y), (a, b)
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    text = f"{entry['kind']} {entry['m']}x{entry['k']}x{entry['n']} {entry.get('dtype', 'f32')}"
+    if "tiles" in entry:
+        text += " blocks " + "x".join(str(t) for t in entry["tiles"])
+    if entry.get("epilogue"):
+        text += f" +{entry['epilogue']}"
+    return text
+
+
+def _model_parts(entry: dict[str, Any], constants: TimingConstants) -> tuple[float, int]:
+    """(device time with `constants`, number of MXU grid steps)."""
+    fn, args = _workload(entry)
+    compiled = tpu_compile(fn, *args, device=entry["device"], tiles=tuple(entry["tiles"]) if "tiles" in entry else None)
+    est = estimate_program(compiled.program, resolve_device(entry["device"]), compiled.counts().flops, constants)
+    steps = sum(math.prod(k.grid) for k in compiled.kernels if k.mxu is not None)
+    return est.time_s, steps
+
+
+def fit_constants(data: dict[str, Any] | None = None) -> TimingConstants:
+    """Refit grid_step_s and host_dispatch_s on their stated subsets."""
+    data = data or load_measurements()
+    entries = data["measurements"]
+    base = replace(DEFAULT_CONSTANTS, grid_step_s=0.0, host_dispatch_s=0.0)
+    step_fits = []
+    for e in entries:
+        if e.get("fit") == "grid_step_s":
+            t, steps = _model_parts(e, base)
+            step_fits.append((e["measured_s"] - t) / steps)
+    grid_step = sum(step_fits) / len(step_fits) if step_fits else DEFAULT_CONSTANTS.grid_step_s
+    with_steps = replace(base, grid_step_s=grid_step)
+    disp_fits = []
+    for e in entries:
+        if e.get("fit") == "host_dispatch_s":
+            t, _ = _model_parts(e, with_steps)
+            disp_fits.append(e["measured_s"] - t)
+    dispatch = sum(disp_fits) / len(disp_fits) if disp_fits else DEFAULT_CONSTANTS.host_dispatch_s
+    return replace(with_steps, host_dispatch_s=dispatch)
+
+
+def validate(constants: TimingConstants = DEFAULT_CONSTANTS) -> list[Check]:
+    data = load_measurements()
+    checks = []
+    for e in data["measurements"]:
+        t, _ = _model_parts(e, constants)
+        if e.get("includes_dispatch"):
+            t += constants.host_dispatch_s
+        checks.append(Check(e["id"], e["device"], _describe(e), e["measured_s"], t, e.get("fit"), e["source"]))
+    return checks

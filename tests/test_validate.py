@@ -1,0 +1,23 @@
+import pytest
+
+from tpusim.sim.timing import DEFAULT_CONSTANTS
+from tpusim.validation.validate import fit_constants, load_measurements, validate
+
+
+def test_at_least_ten_sourced_measurements():
+    data = load_measurements()
+    assert len(data["measurements"]) >= 10
+    for m in data["measurements"]:
+        assert m["source"] in data["sources"] and m["measured_s"] > 0
+
+
+def test_documented_constants_are_the_fit_on_the_stated_subset():
+    fitted = fit_constants()
+    assert fitted.grid_step_s == pytest.approx(DEFAULT_CONSTANTS.grid_step_s, rel=0.02)
+    assert fitted.host_dispatch_s == pytest.approx(DEFAULT_CONSTANTS.host_dispatch_s, rel=0.02)
+
+
+def test_held_out_measurements_are_predicted_within_15_percent():
+    held_out = [c for c in validate() if c.fit is None]
+    assert len(held_out) >= 10
+    assert all(abs(c.error) < 0.15 for c in held_out), [(c.id, round(c.error, 3)) for c in held_out]
