@@ -2,6 +2,7 @@
 CNN, the LSTM text model, VGG16 transfer learning, ResNet-50 and a transformer block."""
 
 from tpusim.models.zoo import (
+    bert_base_shapes,
     classic_cnn,
     lstm_text_model,
     resnet50,
@@ -10,4 +11,4 @@ from tpusim.models.zoo import (
     vgg16_transfer,
 )
 
-__all__ = ["classic_cnn", "lstm_text_model", "resnet50", "transformer_block", "transformer_block_params", "vgg16_transfer"]
+__all__ = ["bert_base_shapes", "classic_cnn", "lstm_text_model", "resnet50", "transformer_block", "transformer_block_params", "vgg16_transfer"]

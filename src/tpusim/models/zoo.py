@@ -95,3 +95,28 @@ def transformer_block(params: dict[str, Any], x: jax.Array, mask: jax.Array, hea
     h = _layer_norm(x, params["ln2_g"], params["ln2_b"])
     h = jax.nn.gelu(h @ params["w1"] + params["b1"])
     return x + h @ params["w2"] + params["b2"]
+
+
+def bert_base_shapes(batch: int = 8, seq: int = 128, layers: int = 12, d_model: int = 768, heads: int = 12,
+                     d_ff: int = 3072, vocab: int = 30522) -> tuple[Any, tuple[Any, ...]]:
+    """A BERT-base-shaped encoder forward pass as (fn, example args); args are ShapeDtypeStructs,
+    so compiling and estimating it needs no weights."""
+    f32 = jnp.float32
+
+    def spec(*shape: int, dtype: Any = f32) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(shape, dtype)
+
+    layer = {"wq": spec(d_model, d_model), "wk": spec(d_model, d_model), "wv": spec(d_model, d_model),
+             "wo": spec(d_model, d_model), "w1": spec(d_model, d_ff), "b1": spec(d_ff), "w2": spec(d_ff, d_model),
+             "b2": spec(d_model), "ln1_g": spec(d_model), "ln1_b": spec(d_model), "ln2_g": spec(d_model),
+             "ln2_b": spec(d_model)}
+    params = {"embed": spec(vocab, d_model), "pos": spec(seq, d_model), "layers": [dict(layer) for _ in range(layers)]}
+
+    def bert(params: dict[str, Any], tokens: jax.Array, mask: jax.Array) -> jax.Array:
+        x = params["embed"][tokens] + params["pos"][None]
+        attn_mask = mask[:, None, :] & mask[:, :, None]
+        for lp in params["layers"]:
+            x = transformer_block(lp, x, attn_mask, heads)
+        return x
+
+    return bert, (params, spec(batch, seq, dtype=jnp.int32), spec(batch, seq, dtype=jnp.bool_))
