@@ -139,7 +139,7 @@ def compile(
 
     traced = trace(fn_or_model, *example_args)
     t = stage("trace", t0)
-    graph = lower(traced.closed_jaxpr, traced.const_names)
+    graph = lower(traced.closed_jaxpr, traced.const_names, traced.in_names)
     t = stage("lower", t)
     graph = canonicalize(graph)
     graph = assign_precision(graph, precision, chip.mxu_dtype)

@@ -35,16 +35,19 @@ class UnsupportedOpError(TpusimError):
 class OutOfMemoryError(TpusimError):
     """The compiled program's peak HBM use exceeds the chip's HBM."""
 
-    def __init__(self, device: str, peak_bytes: int, capacity_bytes: int, largest: list[tuple[str, int]]) -> None:
+    def __init__(self, device: str, peak_bytes: int, capacity_bytes: int, largest: list[tuple[str, int]],
+                 by_kind: list[tuple[str, int]] | None = None) -> None:
         self.peak_bytes = peak_bytes
         self.capacity_bytes = capacity_bytes
         self.largest = largest
+        self.by_kind = dict(by_kind or [])
         gib = 2**30
         lines = ", ".join(f"{name} {size / gib:.3f} GiB" for name, size in largest)
+        kinds = ", ".join(f"{kind} {size / gib:.2f} GiB" for kind, size in (by_kind or []))
         super().__init__(
-            f"program needs {peak_bytes / gib:.2f} GiB of HBM at its peak but {device} has "
-            f"{capacity_bytes / gib:.2f} GiB. Largest buffers live at the peak: {lines}. "
-            "Use a smaller batch, bf16 parameters, or a chip (or slice) with more HBM."
+            f"program needs {peak_bytes / gib:.2f} GiB of HBM at its peak but one {device} device has "
+            f"{capacity_bytes / gib:.2f} GiB. Live at the peak: {kinds}. Largest buffers: {lines}. "
+            "Use a smaller batch, bf16 parameters/activations, rematerialization, or a chip (or slice) with more HBM."
         )
 
 

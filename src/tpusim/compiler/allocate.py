@@ -22,10 +22,30 @@ def _align(n: int) -> int:
 
 
 _ROLE_LABEL = {"input": "input", "param": "parameter", "literal": "constant", "temp": "intermediate"}
+_CATEGORY_LABEL = {"activation": "activation saved for the backward pass", "gradient": "gradient / backward temporary"}
 
 
 def _buffer_label(v: Value) -> str:
-    return f"{_ROLE_LABEL.get(v.role, v.role)} {v.name} {v.dtype.name}{list(v.shape)}"
+    kind = _CATEGORY_LABEL.get(v.category) or _ROLE_LABEL.get(v.role, v.role)
+    return f"{kind} {v.name} {v.dtype.name}{list(v.shape)}"
+
+
+_INPUT_GROUPS = {"parameters": "parameters", "optimizer_state": "optimizer state", "non_trainable": "non-trainable state",
+                 "metrics": "metric state"}
+
+
+def buffer_bucket(v: Value) -> str:
+    """Which kind of memory a buffer is, for OOM reports: parameters, optimizer state,
+    activations saved for the backward pass, gradients, inputs, other intermediates."""
+    if v.category == "activation":
+        return "activations"
+    if v.category == "gradient":
+        return "gradients and backward temporaries"
+    if v.role == "param":
+        return "parameters"
+    if v.role == "input":
+        return _INPUT_GROUPS.get(v.name.split("[")[0], "inputs")
+    return "other intermediates"
 
 
 def liveness(program: Program) -> list[Allocation]:
@@ -100,7 +120,11 @@ def allocate(program: Program, hbm_capacity: int | None = None, device: str = ""
     if hbm_capacity is not None and heap > hbm_capacity:
         t = prof.index(max(prof))
         live = sorted((a for a in allocs if a.start <= t <= a.end), key=lambda a: -a.size)
-        raise OutOfMemoryError(device, heap, hbm_capacity, [(_buffer_label(a.value), a.size) for a in live[:5]])
+        buckets: dict[str, int] = {}
+        for a in live:
+            buckets[buffer_bucket(a.value)] = buckets.get(buffer_bucket(a.value), 0) + a.size
+        raise OutOfMemoryError(device, heap, hbm_capacity, [(_buffer_label(a.value), a.size) for a in live[:5]],
+                               sorted(buckets.items(), key=lambda kv: -kv[1]))
     return program
 
 

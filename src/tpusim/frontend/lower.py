@@ -48,6 +48,17 @@ def _user_loc(eqn: Any, call_site: str) -> str:
     return call_site if (not loc or any(m in loc for m in _LIBRARY_MARKERS)) and call_site else loc
 
 
+def _category_from_scope(scope: str) -> str:
+    """JAX marks autodiff in the name stack: 'transpose(jvp(layer))' is backward-pass work,
+    'jvp(layer)' the forward pass of a differentiated function (its results that live into the
+    backward pass are the saved activations)."""
+    if scope.startswith("transpose("):
+        return "gradient"
+    if scope.startswith("jvp("):
+        return "activation"
+    return ""
+
+
 def _np_dtype(aval: Any) -> np.dtype:
     if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.extended):
         return np.dtype("uint64")  # PRNG key: two uint32 words
@@ -109,8 +120,10 @@ class _Lowerer:
                 outs = [_value_for_aval(v.aval) for v in eqn.outvars]
                 op = self.make_op(eqn, ins, outs)
                 if op.scope:
+                    category = _category_from_scope(op.scope)
                     for o in outs:
                         o.name = f"{op.scope.split('/')[-1]}/%{o.id}"
+                        o.category = category
                 ops.append(op)
             for var, val in zip(eqn.outvars, outs):
                 env[var] = val
@@ -176,14 +189,14 @@ def _while_trip_count(subgraphs: dict[str, Graph], params: dict[str, Any], ins: 
     return max(0, int(np.asarray(rhs.const)) - int(np.asarray(start.const)))
 
 
-def lower(closed_jaxpr: Any, const_names: dict[int, str] | None = None) -> Graph:
+def lower(closed_jaxpr: Any, const_names: dict[int, str] | None = None, in_names: list[str] | None = None) -> Graph:
     """ClosedJaxpr -> Graph. Closed-over arrays (e.g. Keras weights) become 'param' values,
     named by `const_names` (id of the array -> name) where given."""
     lw = _Lowerer()
     jaxpr = closed_jaxpr.jaxpr
     inputs = [_value_for_aval(v.aval, "input") for v in jaxpr.invars]
     for i, v in enumerate(inputs):
-        v.name = f"arg{i}"
+        v.name = in_names[i] if in_names and i < len(in_names) else f"arg{i}"
     ops: list[Op] = []
     outs = lw.lower_jaxpr(jaxpr, list(closed_jaxpr.consts), inputs, ops, "param", const_names or {})
     return Graph(inputs, outs, ops)

@@ -24,6 +24,7 @@ class Traced:
     in_avals: list[jax.ShapeDtypeStruct]
     is_keras: bool
     const_names: dict[int, str]  # id(closed-over array) -> a readable name (Keras variable path)
+    in_names: list[str]  # one per flat input: its pytree path, e.g. "params['w1']"
 
 
 def is_keras_model(obj: Any) -> bool:
@@ -63,6 +64,11 @@ def trace(fn_or_model: Any, *example_args: Any) -> Traced:
         raise TraceError(f"expected a function or a Keras model, got {type(fn_or_model).__name__}")
     specs = jax.tree.map(_as_spec, example_args)
     flat_specs, in_tree = jax.tree.flatten(specs)
+    in_names = [f"arg{path[0].idx}{jax.tree_util.keystr(tuple(path[1:]))}"
+                for path, _ in jax.tree_util.tree_flatten_with_path(specs)[0]]
+    given = getattr(fn, "tpusim_arg_names", None)  # a wrapper may name its leading leaves
+    if given:
+        in_names[: len(given)] = list(given)
     try:
         closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*specs)
     except TpusimError:
@@ -74,4 +80,4 @@ def trace(fn_or_model: Any, *example_args: Any) -> Traced:
         ) from e
     out_tree = jax.tree.structure(out_shapes)
     name = getattr(fn, "__name__", "fn")
-    return Traced(name, closed, in_tree, out_tree, flat_specs, keras, const_names)
+    return Traced(name, closed, in_tree, out_tree, flat_specs, keras, const_names, in_names)

@@ -26,6 +26,7 @@ class Value:
     role: Role = "temp"
     const: np.ndarray | None = None
     name: str = ""
+    category: str = ""  # what the buffer holds, when known: "activation", "gradient", ...
     id: int = field(default_factory=lambda: next(_ids))
 
     def __post_init__(self) -> None:
