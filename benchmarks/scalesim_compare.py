@@ -60,7 +60,9 @@ def resnet_layers() -> list[tuple[str, int, int, int]]:
                 continue
             name, h, w, r, s, c, n, stride = [x.strip() for x in row[:8]]
             h, w, r, s, c, n, stride = map(int, (h, w, r, s, c, n, stride))
-            m = ((h - r) // stride + 1) * ((w - s) // stride + 1)
+            # SCALE-Sim's output size is ceil((H - R + S) / S): one more row/column than the usual
+            # floor((H - R) / S) + 1 when the stride does not divide H - R. Use its convention here.
+            m = -(-(h - r + stride) // stride) * -(-(w - s + stride) // stride)
             layers.append((name, m, r * s * c, n))
     return layers
 

@@ -23,7 +23,7 @@ class StepCost:
     epoch_cost_usd: float | None
 
     def describe(self) -> str:
-        price = (f"${self.epoch_cost_usd:.4f} per epoch at ${self.price_usd_per_chip_hour:.2f}/chip-hour ({self.price_date})"
+        price = (f"${self.epoch_cost_usd:.3g} per epoch at ${self.price_usd_per_chip_hour:.2f}/chip-hour ({self.price_date})"
                  if self.epoch_cost_usd is not None else "no public price for this chip")
         return (f"{self.device}: {self.step_time_s * 1e3:.3f} ms/step, {self.tflops:.1f} TFLOP/s, MFU {self.mfu:.1%}; "
                 f"{self.steps_per_epoch} steps/epoch = {self.epoch_time_s:.3f} s/epoch; {price}")
