@@ -118,3 +118,48 @@ def test_cost_callback_in_ordinary_keras_fit():
     assert set(cb.costs) == {"v5e", "v6e"}
     assert cb.costs["v6e"].step_time_s < cb.costs["v5e"].step_time_s  # a faster chip
     assert "loss" in history.history and model.evaluate(x[:64], y[:64], verbose=0) != before
+
+
+def test_plain_jax_training_step_with_optax(rng):
+    """A pure JAX step: transformer block loss, value_and_grad, optax AdamW update."""
+    import optax
+
+    from tpusim.models import transformer_block, transformer_block_params
+
+    params = transformer_block_params(d_model=64, heads=4, d_ff=128)
+    heads = int(params.pop("heads"))
+    opt = optax.adamw(1e-3)
+    opt_state = opt.init(params)
+    x = rng.normal(size=(2, 16, 64)).astype(np.float32)
+    mask = np.tril(np.ones((16, 16), bool))[None].repeat(2, 0)
+
+    def train_step(params, opt_state, x, mask):
+        def loss_fn(p):
+            out = transformer_block(p, x, mask, heads)
+            return jax.numpy.mean((out - x) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    compiled = tpusim.compile(train_step, params, opt_state, x, mask, device="v5e", precision="highest")
+    new_params, _, loss = compiled.run(params, opt_state, x, mask)
+    ref_params, _, ref_loss = jax.jit(train_step)(params, opt_state, x, mask)
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5)
+    upd = jax.tree.map(lambda n, o: np.asarray(n) - np.asarray(o), new_params, params)
+    ref_upd = jax.tree.map(lambda n, o: np.asarray(n) - np.asarray(o), ref_params, params)
+    assert relative_error(upd, ref_upd) < 1e-3
+    assert compiled.estimate().time_s > 0
+
+
+def test_training_oom_names_what_is_too_big():
+    model = vgg16_transfer(freeze_base=False)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(tpusim.OutOfMemoryError) as e:
+        tpusim.keras.training_step(model, jax.ShapeDtypeStruct((256, 224, 224, 3), "float32"),
+                                   jax.ShapeDtypeStruct((256,), "int32"), "v5e")
+    kinds = e.value.by_kind
+    assert max(kinds, key=kinds.get) == "activations"
+    assert {"parameters", "optimizer state"} <= set(kinds)
+    assert "activation saved for the backward pass" in str(e.value)
+    assert kinds["optimizer state"] == pytest.approx(2 * kinds["parameters"], rel=0.05)  # Adam: two moments
