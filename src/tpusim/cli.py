@@ -31,7 +31,7 @@ def demo(device: str = typer.Option("v4", help="chip name or chip YAML path"),
     except TpusimError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1)
-    if result["err_bf16"] >= 1e-3:
+    if not result["ok"]:
         raise typer.Exit(1)
 
 

@@ -35,12 +35,8 @@ class SystolicRun:
     macs: int  # useful multiply-accumulates
     busy_pe_cycles: list[int] = field(default_factory=list)  # per cycle, when traced
 
-    @property
-    def utilization(self) -> float:
-        rows_cols = self.output.shape  # not the array size; see array_utilization
-        return float(self.macs) / max(1, self.cycles * rows_cols[0])
-
     def array_utilization(self, rows: int, cols: int) -> float:
+        """Useful MACs over what R x C PEs could do in the run's cycles."""
         return self.macs / (self.cycles * rows * cols)
 
 
