@@ -76,6 +76,8 @@ class Chip(BaseModel):
     ici_topology: str | None = None
     pod_max_chips: Sourced | None = None
     chips_per_host: Sourced | None = None
+    dcn_bw_per_chip_gbitps: Sourced | None = None
+    ici_hop_latency_us: Sourced | None = None
     nvlink_bw_bidir_gbps: Sourced | None = None
 
     # Power and price

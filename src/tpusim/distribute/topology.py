@@ -1,0 +1,165 @@
+"""TPU slices, pods and multislice systems, with their real chip counts and torus shapes.
+
+Naming follows Cloud TPU: the number after the version counts TensorCores on v2, v3, v4 and v5p
+("v4-32" is 16 chips) and chips on v5e, v6e and TPU7x ("v5litepod-16", "v6e-256"). Shapes:
+v2/v3/v5e/v6e are 2D tori, v4/v5p/TPU7x 3D tori built from 4x4x4 cubes. Wraparound links exist
+only where the real slice has them (SB-tpus): on v4/v5p/TPU7x when the slice is made of whole
+4x4x4 cubes (then on every axis); on v5e/v6e only along axes of length 16; on v2/v3 along the full pod's axes.
+"Nxv5e-256" (or slices=N) joins N slices over the data-center network (DCN).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from tpusim.errors import TpusimError, UnknownDeviceError
+from tpusim.hardware.chip import Chip, resolve_device
+
+# Versions whose slice names count TensorCores (2 per chip) rather than chips.
+_COUNTS_CORES = {"v2", "v3", "v4", "v5p"}
+_ALIASES = {"v5litepod": "v5e", "v5lite": "v5e"}
+
+# Standard slice shapes (chips). 2D: v5e/v6e slice shapes of the Cloud docs; v2/v3 powers of two.
+_SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16),
+              512: (16, 32), 1024: (32, 32)}
+
+
+class SliceConfigError(TpusimError):
+    """A slice name or shape that does not exist for that TPU version."""
+
+
+def _shape_3d(chips: int) -> tuple[int, int, int]:
+    """The most cubic x <= y <= z power-of-two shape (v4/v5p/7x slice shapes: 2x2x1, 2x2x2,
+    2x2x4, 2x4x4, 4x4x4, 4x4x8, ...)."""
+    if chips & (chips - 1):
+        raise SliceConfigError(f"{chips} chips is not a standard 3D slice (powers of two)")
+    dims = [1, 1, 1]
+    i = 0
+    while math.prod(dims) < chips:
+        dims[i % 3] *= 2
+        i += 1
+    return tuple(sorted(dims))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One slice: `shape` chips along each torus axis, `wraparound` per axis."""
+
+    chip: Chip
+    name: str
+    shape: tuple[int, ...]
+    wraparound: tuple[bool, ...]
+
+    @property
+    def chips(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def hosts(self) -> int:
+        per_host = int(self.chip.chips_per_host.value) if self.chip.chips_per_host else 4
+        return max(1, math.ceil(self.chips / per_host))
+
+    @property
+    def devices(self) -> int:
+        """JAX devices: one per chip on megacore/single-core chips, one per TensorCore otherwise."""
+        cores = int(self.chip.tensorcores_per_chip.value) if self.chip.tensorcores_per_chip else 1
+        return self.chips * (cores // self.chip.cores_per_device)
+
+    def describe(self) -> str:
+        torus = "x".join(str(d) for d in self.shape)
+        wrap = ",".join("wrap" if w else "open" for w in self.wraparound)
+        return f"{self.name}: {self.chips} chips ({torus}, {wrap}), {self.hosts} hosts"
+
+
+@dataclass(frozen=True)
+class System:
+    """One or more identical slices; several slices talk over DCN."""
+
+    slice: Slice
+    num_slices: int = 1
+    name: str = ""
+
+    @property
+    def chip(self) -> Chip:
+        return self.slice.chip
+
+    @property
+    def chips(self) -> int:
+        return self.slice.chips * self.num_slices
+
+    @property
+    def dcn_bytes_per_s_per_chip(self) -> float:
+        c = self.chip.dcn_bw_per_chip_gbitps
+        return c.value * 1e9 / 8 if c else 6.25e9
+
+    def describe(self) -> str:
+        head = f"{self.num_slices} x " if self.num_slices > 1 else ""
+        return head + self.slice.describe() + (f", joined by DCN at {self.dcn_bytes_per_s_per_chip / 1e9:.2f} GB/s per chip"
+                                               if self.num_slices > 1 else "")
+
+
+def _wraparound(version: str, shape: tuple[int, ...], chip: Chip) -> tuple[bool, ...]:
+    if version in ("v4", "v5p", "tpu7x"):  # only slices of whole 4x4x4 cubes get wraparound
+        whole_cubes = all(d % 4 == 0 for d in shape)
+        return tuple(whole_cubes for _ in shape)
+    if version in ("v5e", "v6e"):
+        return tuple(d == 16 for d in shape)
+    full = _SHAPES_2D.get(int(chip.pod_max_chips.value) if chip.pod_max_chips else 0)
+    return tuple(full is not None and d == full[i] and d > 2 for i, d in enumerate(shape))
+
+
+def make_slice(version: str, chips: int, shape: tuple[int, ...] | None = None) -> Slice:
+    chip = resolve_device(version)
+    version = chip.name
+    if chip.kind != "tpu" or version == "v1":
+        raise SliceConfigError(f"{chip.display_name} has no ICI: it cannot form slices")
+    limit = int(chip.pod_max_chips.value) if chip.pod_max_chips else chips
+    if chips < 1 or chips > limit:
+        raise SliceConfigError(f"{version} slices hold 1 to {limit} chips, asked for {chips}")
+    three_d = version in ("v4", "v5p", "tpu7x")
+    if shape is None:
+        if three_d:
+            shape = _shape_3d(chips)
+        elif chips in _SHAPES_2D:
+            shape = _SHAPES_2D[chips]
+        else:
+            raise SliceConfigError(f"{chips} chips is not a standard {version} slice "
+                                   f"(one of {', '.join(str(k) for k in _SHAPES_2D if k <= limit)})")
+    if math.prod(shape) != chips:
+        raise SliceConfigError(f"shape {shape} holds {math.prod(shape)} chips, not {chips}")
+    name = f"{version}-{chips * 2 if version in _COUNTS_CORES else chips}"
+    return Slice(chip, name, tuple(shape), _wraparound(version, tuple(shape), chip))
+
+
+_PATTERN = re.compile(r"^(?:(\d+)\s*x\s*)?([a-z0-9]+(?:-[a-z]+)?)-(\d+)$")
+
+
+def parse_system(name: str) -> System | None:
+    """'v4-32', 'v5litepod-16', 'v5e-16', 'v5p-128', 'v6e-256', 'tpu7x-64', '2xv5e-256'.
+    Returns None when `name` names a single chip rather than a slice."""
+    m = _PATTERN.match(name.strip().lower())
+    if not m:
+        return None
+    count, version, number = m.group(1), m.group(2), int(m.group(3))
+    version = _ALIASES.get(version, version)
+    try:
+        chip = resolve_device(version)
+    except UnknownDeviceError:
+        return None
+    chips = number // 2 if chip.name in _COUNTS_CORES else number
+    if chip.name in _COUNTS_CORES and number % 2:
+        raise SliceConfigError(f"'{name}': {chip.name} slice names count TensorCores (2 per chip); use an even number")
+    sl = make_slice(chip.name, chips)
+    return System(sl, int(count) if count else 1, name)
+
+
+@dataclass
+class MeshAxis:
+    """A logical mesh axis (e.g. 'data') laid over physical torus axes (or over DCN)."""
+
+    name: str
+    size: int
+    torus_axes: list[int] = field(default_factory=list)
+    over_dcn: bool = False
