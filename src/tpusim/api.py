@@ -26,8 +26,22 @@ from tpusim.sim.numerics import run_program
 
 
 @dataclass
+class Distribution:
+    """How a program is spread over a slice: the system, the mesh, and the per-device sharding."""
+
+    system: Any  # tpusim.distribute.topology.System
+    mesh: Any  # tpusim.distribute.mesh.Mesh
+    sharded: Any  # tpusim.compiler.shard.ShardedGraph
+
+    @property
+    def devices(self) -> int:
+        return self.mesh.devices
+
+
+@dataclass
 class Compiled:
-    """A model compiled for one chip: inspect every stage, run it, count it."""
+    """A model compiled for one chip (or, with `distribution`, for each device of a slice):
+    inspect every stage, run it, count it, estimate it."""
 
     name: str
     chip: Chip
@@ -38,6 +52,7 @@ class Compiled:
     program: Program
     compile_seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    distribution: Distribution | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ---- running ---------------------------------------------------------------------------
@@ -55,8 +70,27 @@ class Compiled:
                     f"argument {i} has shape {tuple(arr.shape)} but {self.name} was compiled for {tuple(spec.shape)}; "
                     "compile again with an example of the new shape")
             arrays.append(arr.astype(spec.dtype, copy=False))
-        outs = run_program(self.program, arrays, strict)
+        if self.distribution is not None:
+            outs = self._run_sharded(arrays, strict)
+        else:
+            outs = run_program(self.program, arrays, strict)
         return jax.tree.unflatten(self.traced.out_tree, outs)
+
+    def _run_sharded(self, arrays: list[np.ndarray], strict: bool) -> list[np.ndarray]:
+        from tpusim.compiler.shard import device_coords, local_block
+        from tpusim.sim.spmd import assemble, run_spmd
+
+        dist = self.distribution
+        assert dist is not None
+        axes = dist.sharded.mesh_axes
+        n = dist.devices
+        if n > 64:
+            raise TpusimError(f"running numerics on {n} simulated devices is not supported (at most 64); "
+                              "use estimate() for large slices, or a smaller mesh for numerics")
+        per_device = [[local_block(a, sh, device_coords(d, axes), axes) for a, sh in zip(arrays, dist.sharded.in_shardings)]
+                      for d in range(n)]
+        outs = run_spmd(self.program, axes, per_device, strict)
+        return [assemble([o[i] for o in outs], sh, axes) for i, sh in enumerate(dist.sharded.out_shardings)]
 
     # ---- counting --------------------------------------------------------------------------
     def counts(self) -> Counts:
@@ -91,7 +125,9 @@ class Compiled:
     def estimate(self) -> "Estimate":
         """How long one call takes on the chip, per kernel and in total (deterministic)."""
         if "estimate" not in self._cache:
-            self._cache["estimate"] = estimate_program(self.program, self.chip, self.counts().flops)
+            mesh = self.distribution.mesh if self.distribution is not None else None
+            flops = self.counts().flops / (self.distribution.devices if self.distribution is not None else 1)
+            self._cache["estimate"] = estimate_program(self.program, self.chip, flops, mesh=mesh)
         return self._cache["estimate"]
 
     # ---- printing --------------------------------------------------------------------------
@@ -116,6 +152,8 @@ def compile(
     vmem_fraction: float = DEFAULT_VMEM_FRACTION,
     check_memory: bool = True,
     tiles: tuple[int, int, int] | None = None,
+    mesh: dict[str, int] | None = None,
+    in_specs: Any = None,
 ) -> Compiled:
     """Compile a JAX function or Keras 3 model for a simulated chip.
 
@@ -123,12 +161,22 @@ def compile(
     'default' (bf16 MXU inputs, f32 accumulation), 'high' (3 bf16 passes) or 'highest'
     (6 bf16 passes, ~f32). `tiles=(tm, tk, tn)` forces the MXU block shape of every matmul
     and convolution (as a hand-tuned Pallas kernel would); by default the compiler picks it.
+
+    Many chips: `device` may name a slice ("v4-32", "v5e-16", "2xv5e-256"); `mesh` names its
+    axes ({"data": 8, "model": 2}, default one "data" axis over every device) and `in_specs`
+    gives a jax.sharding.PartitionSpec (or None: replicated) per argument, or a pytree of them.
+    The SPMD pass splits the program per device and inserts the collectives.
     """
     if precision not in USER_PRECISIONS:
         raise TpusimError(f"precision must be one of {', '.join(USER_PRECISIONS)}, got '{precision}'")
     if not 0 < vmem_fraction <= 1:
         raise TpusimError(f"vmem_fraction must be in (0, 1], got {vmem_fraction}")
-    chip = resolve_device(device)
+    from tpusim.distribute.topology import parse_system
+
+    system = parse_system(str(device)) if isinstance(device, (str, Path)) else None
+    chip = system.chip if system is not None else resolve_device(device)
+    if mesh is not None and system is None:
+        system = _single_chip_system(chip)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -137,10 +185,21 @@ def compile(
         timings[name] = now - t
         return now
 
-    traced = trace(fn_or_model, *example_args)
+    axes = dict(mesh) if mesh else ({"data": system.slice.devices * system.num_slices} if system is not None else None)
+    traced = trace(fn_or_model, *example_args, mesh_axes=axes)
     t = stage("trace", t0)
     graph = lower(traced.closed_jaxpr, traced.const_names, traced.in_names)
     t = stage("lower", t)
+    distribution = None
+    if system is not None and axes is not None:
+        from tpusim.compiler.shard import shard_graph
+        from tpusim.distribute.mesh import make_mesh
+
+        mesh_obj = make_mesh(system, axes)
+        sharded = shard_graph(graph, axes, _flat_specs(in_specs, example_args, len(graph.inputs)))
+        graph = sharded.graph
+        distribution = Distribution(system, mesh_obj, sharded)
+        t = stage("shard", t)
     graph = canonicalize(graph)
     graph = assign_precision(graph, precision, chip.mxu_dtype)
     fused = fuse(graph)
@@ -149,4 +208,36 @@ def compile(
     t = stage("tile+emit", t)
     allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name)
     stage("allocate", t)
-    return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings)
+    return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings,
+                    distribution)
+
+
+def _single_chip_system(chip: Chip) -> Any:
+    from tpusim.distribute.topology import make_slice, System
+
+    return System(make_slice(chip.name, 1), 1, chip.name)
+
+
+def _flat_specs(in_specs: Any, example_args: tuple, n_inputs: int) -> list[Any]:
+    """One PartitionSpec (or None) per flat input. `in_specs` has an entry per argument: a
+    spec applied to every leaf of that argument, or a pytree of specs matching it."""
+    from jax.sharding import PartitionSpec
+
+    if in_specs is None:
+        return [None] * n_inputs
+    if not isinstance(in_specs, (tuple, list)) or isinstance(in_specs, PartitionSpec):
+        in_specs = (in_specs,)
+    if len(in_specs) != len(example_args):
+        raise TpusimError(f"in_specs has {len(in_specs)} entries but the function takes {len(example_args)} arguments")
+    flat: list[Any] = []
+    is_spec = lambda x: x is None or isinstance(x, PartitionSpec)  # noqa: E731
+    for spec, arg in zip(in_specs, example_args):
+        leaves = jax.tree.leaves(arg)
+        if is_spec(spec):
+            flat.extend([spec] * len(leaves))
+        else:
+            specs = jax.tree.leaves(spec, is_leaf=is_spec)
+            if len(specs) != len(leaves):
+                raise TpusimError(f"in_specs entry {spec} does not match its argument's {len(leaves)} arrays")
+            flat.extend(specs)
+    return flat

@@ -135,7 +135,8 @@ class ProgramBuilder:
             axes: tuple[str, ...] = ("iteration",)
             steps = [Step("vpu", f"{op.prim} body x{grid[0]}")]
         else:
-            kind = {Category.WINDOW: "window", Category.GATHER: "gather", Category.RANDOM: "random"}.get(cat, "movement")  # type: ignore[arg-type]
+            kind = {Category.WINDOW: "window", Category.GATHER: "gather", Category.RANDOM: "random",
+                    Category.COLLECTIVE: "collective"}.get(cat, "movement")  # type: ignore[arg-type]
             hbm = _hbm(ins) + _hbm(list(op.outputs))
             grid, axes = (1,), ("i",)
             steps = [Step("dma_in", "operands", _hbm(ins)), Step("vpu", op.prim, flops=int(counts.flops)),

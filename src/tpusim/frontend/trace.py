@@ -55,8 +55,9 @@ def _as_spec(x: Any) -> Any:
     return jax.ShapeDtypeStruct(arr.shape, dtype)
 
 
-def trace(fn_or_model: Any, *example_args: Any) -> Traced:
-    """Trace with JAX. Example args may be arrays or jax.ShapeDtypeStruct (pytrees allowed)."""
+def trace(fn_or_model: Any, *example_args: Any, mesh_axes: dict[str, int] | None = None) -> Traced:
+    """Trace with JAX. Example args may be arrays or jax.ShapeDtypeStruct (pytrees allowed).
+    With `mesh_axes`, an abstract mesh is in context so jax.lax.with_sharding_constraint works."""
     keras = is_keras_model(fn_or_model)
     fn = keras_forward(fn_or_model) if keras else fn_or_model
     const_names = {id(v.value): v.path for v in fn_or_model.weights} if keras else {}
@@ -70,7 +71,12 @@ def trace(fn_or_model: Any, *example_args: Any) -> Traced:
     if given:
         in_names[: len(given)] = list(given)
     try:
-        closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*specs)
+        if mesh_axes:
+            abstract = jax.sharding.AbstractMesh(tuple(mesh_axes.values()), tuple(mesh_axes))
+            with jax.sharding.use_abstract_mesh(abstract):
+                closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*specs)
+        else:
+            closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*specs)
     except TpusimError:
         raise
     except Exception as e:  # the user's code failed under JAX tracing

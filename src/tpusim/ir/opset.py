@@ -19,6 +19,7 @@ class Category(str, Enum):
     GATHER = "gather"  # indexed reads/writes, sort
     RANDOM = "random"  # counter-based RNG (threefry) on the VPU
     CONTROL = "control"  # scan / while / cond: keep their bodies
+    COLLECTIVE = "collective"  # cross-device communication inserted by the SPMD pass
 
 
 _TABLE: dict[Category, tuple[str, ...]] = {
@@ -29,7 +30,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
         "eq", "ne", "lt", "le", "gt", "ge", "is_finite", "nextafter", "shift_left",
         "shift_right_logical", "shift_right_arithmetic", "convert_element_type", "copy", "copy_p",
         "stop_gradient", "reduce_precision", "real", "imag", "population_count", "clz",
-        "add_any", "optimization_barrier", "bitcast_convert_type",
+        "add_any", "optimization_barrier", "bitcast_convert_type", "sharding_constraint",
     ),
     Category.TRANSCENDENTAL: (
         "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic", "rsqrt", "sqrt", "cbrt",
@@ -54,6 +55,8 @@ _TABLE: dict[Category, tuple[str, ...]] = {
     Category.RANDOM: ("random_bits", "random_seed", "random_wrap", "random_unwrap",
                       "threefry2x32", "random_fold_in", "random_split"),
     Category.CONTROL: ("scan", "while", "cond"),
+    Category.COLLECTIVE: ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "collective_permute",
+                          "shard_slice"),
 }
 
 CATEGORY: dict[str, Category] = {p: cat for cat, prims in _TABLE.items() for p in prims}

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from tpusim.ir.counts import Counts
 from tpusim.ir.graph import Graph, Op, Value
 
-KernelKind = Literal["matmul", "conv", "loop", "window", "gather", "random", "movement", "scan", "while", "cond"]
+KernelKind = Literal["matmul", "conv", "loop", "window", "gather", "random", "movement", "scan", "while", "cond",
+                     "collective"]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tpusim.hardware.chip import Chip
 from tpusim.program.program import Program
@@ -35,6 +36,15 @@ class Estimate:
     def hbm_utilization(self) -> float:
         return self.hbm_bytes / (self.time_s * self.hbm_bandwidth) if self.time_s else 0.0
 
+    @property
+    def communication_s(self) -> float:
+        """Time in collectives (all of it exposed: tpusim does not yet overlap them with compute)."""
+        return sum(op.time_s for op in self.ops if op.bound == "communication")
+
+    @property
+    def compute_s(self) -> float:
+        return self.time_s - self.communication_s
+
     def time_by_bound(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for op in self.ops:
@@ -50,8 +60,8 @@ class Estimate:
 
 
 def estimate_program(program: Program, chip: Chip, flops: float,
-                     constants: TimingConstants = DEFAULT_CONSTANTS) -> Estimate:
-    timer = TensorCoreTimer(chip, constants)
+                     constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None) -> Estimate:
+    timer = TensorCoreTimer(chip, constants, mesh)
     ops = timer.time_program(program)
     return Estimate(chip.name, sum(o.time_s for o in ops), flops, sum(o.bytes for o in ops), program.peak_hbm_bytes,
                     sum(o.mxu_flops for o in ops), timer.peak_flops, timer.bw, ops)

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from tpusim.hardware.chip import Chip
 from tpusim.ir.opset import Category, category_of
 from tpusim.program.program import Kernel, Program
 from tpusim.sim.mxu_timing import folds, ws_cycles_for_folds
 
-Bound = Literal["compute", "memory", "vector", "overhead"]
+Bound = Literal["compute", "memory", "vector", "overhead", "communication"]
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,10 @@ class KernelTime:
 class TensorCoreTimer:
     """Turns Program kernels into KernelTimes for one device of `chip`."""
 
-    def __init__(self, chip: Chip, constants: TimingConstants = DEFAULT_CONSTANTS) -> None:
+    def __init__(self, chip: Chip, constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None) -> None:
         self.chip = chip
         self.k = constants
+        self.mesh = mesh
         self.is_tpu = chip.kind == "tpu"
         self.cores = chip.cores_per_device
         self.mxus = int(chip.mxus_per_core.value) * self.cores if chip.mxus_per_core else 1
@@ -119,6 +120,8 @@ class TensorCoreTimer:
     def time_kernel(self, kernel: Kernel) -> KernelTime:
         if kernel.bodies:
             return self._control(kernel)
+        if kernel.kind == "collective":
+            return self._collective(kernel)
         c = kernel.counts
         if not self.is_tpu:
             return self._roofline(kernel)
@@ -145,6 +148,20 @@ class TensorCoreTimer:
             bound = "vector"
         return KernelTime(kernel.name, kernel.kind, total, c.flops, float(kernel.hbm_bytes), bound,
                           mxu_s, vpu_s, dma_s, overhead, mxu_flops=mxu_flops, where=kernel.where)
+
+    def _collective(self, kernel: Kernel) -> KernelTime:
+        from tpusim.distribute.collectives import collective_cost
+
+        op = kernel.op
+        src, dst = op.inputs[0], op.outputs[0]
+        if op.prim == "shard_slice" or self.mesh is None:  # a local copy of this device's block
+            t = self.dma_seconds(2 * dst.nbytes) + self.k.kernel_launch_s
+            return KernelTime(kernel.name, kernel.kind, t, 0.0, float(2 * dst.nbytes), "memory", dma_s=t, where=kernel.where)
+        nbytes = dst.nbytes if op.prim == "all_gather" else src.nbytes
+        cost = collective_cost(op.prim, float(nbytes), tuple(op.params["axes"]), self.mesh)  # type: ignore[arg-type]
+        t = cost.time_s + self.k.kernel_launch_s
+        return KernelTime(kernel.name, kernel.kind, t, float(kernel.counts.flops), float(nbytes), "communication",
+                          overhead_s=self.k.kernel_launch_s, where=kernel.where)
 
     def _roofline(self, kernel: Kernel) -> KernelTime:
         c = kernel.counts

@@ -1,0 +1,545 @@
+"""SPMD partitioning: split a global graph into the program one device runs, inserting the
+collectives that keep it equal to the unsplit program.
+
+Shardings use JAX's vocabulary: a PartitionSpec per array names, for each dimension, the mesh
+axes it is split over. A value may also be *partial*: every device holds a summand and the true
+value is their sum over some mesh axes (what a matmul over a split contracting dimension leaves).
+
+Sharding flows forward through the graph, op by op, with one rule per kind of op:
+- elementwise ops take the sharding of their most-split operand; the others are resharded;
+- dot_general keeps batch and free-dimension splits; a contracting dimension split the same way
+  on both sides leaves a partial sum (data-parallel gradients, Megatron's row-parallel layer); a
+  contracting dimension split on one side only is all-gathered first (FSDP's weight gather);
+- convolutions keep batch and output-feature splits; split input features leave a partial sum;
+- broadcast, reshape (when the split dimension stays major), transpose and reductions carry the
+  split along (a sum over a split dimension is partial; max/min all-reduce at once);
+- pooling keeps splits on dimensions its window does not touch; gathers of a replicated table
+  keep the index splits; scatter-adds into a replicated table become partial sums;
+- `jax.lax.with_sharding_constraint` reshards to what it asks for;
+- anything else (loops, sorts, ...) runs replicated: its inputs are all-gathered first.
+Resharding picks the collective: partial -> split is a reduce-scatter, partial -> replicated an
+all-reduce, split -> replicated an all-gather, replicated -> split a local slice (free), a split
+moving from one dimension to another an all-to-all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tpusim.errors import TpusimError
+from tpusim.ir.geometry import conv_geometry, dot_geometry
+from tpusim.ir.graph import Graph, Op, Value
+from tpusim.ir.opset import Category, category_of
+
+Axes = tuple[str, ...]
+
+
+class ShardingError(TpusimError):
+    """A sharding that cannot be applied (unknown mesh axis, indivisible dimension, ...)."""
+
+
+@dataclass(frozen=True)
+class Sharding:
+    dims: tuple[Axes, ...]  # mesh axes splitting each dimension, major to minor
+    partial: frozenset[str] = frozenset()  # mesh axes over which the value is an unreduced sum
+
+    @staticmethod
+    def replicated(rank: int) -> "Sharding":
+        return Sharding(tuple(() for _ in range(rank)))
+
+    @property
+    def used_axes(self) -> set[str]:
+        return {a for d in self.dims for a in d}
+
+    def is_replicated(self) -> bool:
+        return not self.used_axes and not self.partial
+
+    def spec(self) -> tuple:
+        return tuple(None if not d else (d[0] if len(d) == 1 else d) for d in self.dims)
+
+
+def sharding_from_spec(spec: Any, rank: int) -> Sharding:
+    """A jax.sharding.PartitionSpec (or tuple, or None) as a Sharding."""
+    if spec is None:
+        return Sharding.replicated(rank)
+    entries = list(spec) + [None] * (rank - len(tuple(spec)))
+    if len(entries) > rank:
+        raise ShardingError(f"PartitionSpec {spec} has more entries than the array's {rank} dimensions")
+    dims = []
+    for e in entries:
+        if e is None:
+            dims.append(())
+        elif isinstance(e, str):
+            dims.append((e,))
+        else:
+            dims.append(tuple(e))
+    return Sharding(tuple(dims))
+
+
+@dataclass
+class _Placed:
+    """A global value, its current sharding and the per-device value holding it."""
+
+    sharding: Sharding
+    local: Value
+
+
+@dataclass
+class ShardedGraph:
+    graph: Graph  # the per-device program (local shapes, collectives inserted)
+    mesh_axes: dict[str, int]
+    in_shardings: list[Sharding]
+    out_shardings: list[Sharding]
+    collectives: list[Op] = field(default_factory=list)
+
+
+class _Partitioner:
+    def __init__(self, mesh_axes: dict[str, int]) -> None:
+        self.mesh = dict(mesh_axes)
+        self.ops: list[Op] = []
+        self.env: dict[int, _Placed] = {}
+
+    # ---- shapes ------------------------------------------------------------------------------
+    def split(self, axes: Axes) -> int:
+        return math.prod(self.mesh[a] for a in axes)
+
+    def local_shape(self, shape: tuple[int, ...], sh: Sharding, where: str = "") -> tuple[int, ...]:
+        out = []
+        for size, axes in zip(shape, sh.dims):
+            n = self.split(axes)
+            if size % n:
+                raise ShardingError(f"dimension of size {size} cannot be split over mesh axes {axes} ({n} ways){where}; "
+                                    "choose a PartitionSpec whose axes divide it")
+            out.append(size // n)
+        return tuple(out)
+
+    def check(self, sh: Sharding) -> None:
+        for a in sh.used_axes | set(sh.partial):
+            if a not in self.mesh:
+                raise ShardingError(f"mesh has no axis '{a}' (axes: {', '.join(self.mesh)})")
+        seen: set[str] = set()
+        for d in sh.dims:
+            for a in d:
+                if a in seen:
+                    raise ShardingError(f"mesh axis '{a}' splits two dimensions of one array")
+                seen.add(a)
+
+    # ---- values ------------------------------------------------------------------------------
+    def place(self, v: Value) -> _Placed:
+        if v.id in self.env:
+            return self.env[v.id]
+        if v.is_const:  # literals and closed-over constants: every device has all of it
+            placed = _Placed(Sharding.replicated(len(v.shape)), v)
+            self.env[v.id] = placed
+            return placed
+        raise ShardingError(f"value {v} used before it was defined (compiler bug)")
+
+    def new_local(self, like: Value, shape: tuple[int, ...]) -> Value:
+        return Value(shape, like.dtype, "temp", name=like.name, category=like.category)
+
+    def emit(self, prim: str, inputs: list[Value], out: Value, params: dict[str, Any], where: str = "") -> Value:
+        op = Op(prim, inputs, [out], params, where, None, {}, "collective" if category_of(prim) is Category.COLLECTIVE else "")
+        self.ops.append(op)
+        return out
+
+    # ---- resharding --------------------------------------------------------------------------
+    def reshard(self, v: Value, dst: Sharding, where: str = "") -> Value:
+        """The local value of `v` with sharding `dst` (inserting collectives as needed)."""
+        placed = self.place(v)
+        src, local = placed.sharding, placed.local
+        if src == dst:
+            return local
+        cur = src
+        # 1. resolve partial sums: reduce-scatter onto a dim dst splits by that axis, else all-reduce.
+        if cur.partial:
+            for axis in sorted(cur.partial):
+                target = next((i for i, d in enumerate(dst.dims) if axis in d and axis not in cur.dims[i]), None)
+                if target is not None and axis not in cur.used_axes:
+                    dims = list(cur.dims)
+                    dims[target] = dims[target] + (axis,)
+                    nxt = Sharding(tuple(dims), cur.partial - {axis})
+                    local = self.emit("reduce_scatter", [local], self.new_local(v, self.local_shape(v.shape, nxt)),
+                                      {"axes": (axis,), "dim": target, "op": "sum"}, where)
+                else:
+                    nxt = Sharding(cur.dims, cur.partial - {axis})
+                    local = self.emit("all_reduce", [local], self.new_local(v, local.shape), {"axes": (axis,), "op": "sum"}, where)
+                cur = nxt
+        # 2. move axes between dimensions with all-to-all; gather axes dst does not want there.
+        for i, axes in enumerate(cur.dims):
+            for axis in reversed(axes):
+                if axis in dst.dims[i]:
+                    continue
+                j = next((k for k, d in enumerate(dst.dims) if axis in d), None)
+                dims = [list(d) for d in cur.dims]
+                dims[i].remove(axis)
+                if j is not None and axis not in cur.dims[j]:
+                    dims[j].append(axis)
+                    nxt = Sharding(tuple(tuple(d) for d in dims), cur.partial)
+                    local = self.emit("all_to_all", [local], self.new_local(v, self.local_shape(v.shape, nxt)),
+                                      {"axes": (axis,), "split_dim": j, "concat_dim": i}, where)
+                else:
+                    nxt = Sharding(tuple(tuple(d) for d in dims), cur.partial)
+                    local = self.emit("all_gather", [local], self.new_local(v, self.local_shape(v.shape, nxt)),
+                                      {"axes": (axis,), "dim": i}, where)
+                cur = nxt
+        # 3. split what dst splits and cur does not: a local slice, no communication.
+        for i, axes in enumerate(dst.dims):
+            missing = tuple(a for a in axes if a not in cur.dims[i])
+            if missing:
+                dims = list(cur.dims)
+                dims[i] = dims[i] + missing
+                nxt = Sharding(tuple(dims), cur.partial)
+                local = self.emit("shard_slice", [local], self.new_local(v, self.local_shape(v.shape, nxt, where)),
+                                  {"axes": missing, "dim": i}, where)
+                cur = nxt
+        if cur.dims != dst.dims:  # order of axes within a dimension differs: regather
+            local = self.reshard_via_replicated(v, local, cur, dst, where)
+        return local
+
+    def reshard_via_replicated(self, v: Value, local: Value, cur: Sharding, dst: Sharding, where: str) -> Value:
+        for i, axes in enumerate(cur.dims):
+            for axis in reversed(axes):
+                dims = [list(d) for d in cur.dims]
+                dims[i].remove(axis)
+                cur = Sharding(tuple(tuple(d) for d in dims), cur.partial)
+                local = self.emit("all_gather", [local], self.new_local(v, self.local_shape(v.shape, cur)),
+                                  {"axes": (axis,), "dim": i}, where)
+        for i, axes in enumerate(dst.dims):
+            if axes:
+                dims = list(cur.dims)
+                dims[i] = axes
+                cur = Sharding(tuple(dims), cur.partial)
+                local = self.emit("shard_slice", [local], self.new_local(v, self.local_shape(v.shape, cur)),
+                                  {"axes": axes, "dim": i}, where)
+        return local
+
+    # ---- ops ---------------------------------------------------------------------------------
+    def run(self, graph: Graph, in_shardings: list[Sharding]) -> tuple[list[Value], list[Value]]:
+        local_inputs = []
+        for v, sh in zip(graph.inputs, in_shardings):
+            self.check(sh)
+            lv = Value(self.local_shape(v.shape, sh, f" (input {v.name})"), v.dtype, "input", name=v.name, category=v.category)
+            self.env[v.id] = _Placed(sh, lv)
+            local_inputs.append(lv)
+        for op in graph.ops:
+            self.op(op)
+        return local_inputs, []
+
+    def op(self, op: Op) -> None:
+        rule = _RULES.get(op.prim) or _CATEGORY_RULES.get(category_of(op.prim))  # type: ignore[arg-type]
+        plan = rule(self, op) if rule is not None else None
+        if plan is None:
+            plan = _replicated_plan(op)
+        in_shardings, out_shardings, params = plan
+        local_in = [self.reshard(v, sh, op.where) if not (v.is_const and v.size <= 1) else v
+                    for v, sh in zip(op.inputs, in_shardings)]
+        local_out = []
+        for v, sh in zip(op.outputs, out_shardings):
+            lv = self.new_local(v, self.local_shape(v.shape, sh, f" (result of {op.prim} at {op.where})"))
+            self.env[v.id] = _Placed(sh, lv)
+            local_out.append(lv)
+        self.ops.append(Op(op.prim, local_in, local_out, params, op.where, op.jax_prim, op.subgraphs, op.scope))
+
+
+Plan = tuple[list[Sharding], list[Sharding], dict[str, Any]]
+
+
+def _replicated_plan(op: Op) -> Plan:
+    return ([Sharding.replicated(len(v.shape)) for v in op.inputs],
+            [Sharding.replicated(len(v.shape)) for v in op.outputs], dict(op.params))
+
+
+def _current(p: _Partitioner, v: Value) -> Sharding:
+    return p.place(v).sharding
+
+
+def _without_partial(sh: Sharding) -> Sharding:
+    return Sharding(sh.dims)
+
+
+def _elementwise(p: _Partitioner, op: Op) -> Plan | None:
+    shape = op.outputs[0].shape
+    candidates = [_without_partial(_current(p, v)) for v in op.inputs if v.shape == shape and not v.is_const]
+    target = max(candidates, key=lambda s: p.split(tuple(a for d in s.dims for a in d)), default=Sharding.replicated(len(shape)))
+    ins = [target if v.shape == shape else Sharding.replicated(len(v.shape)) for v in op.inputs]
+    return ins, [target for _ in op.outputs], dict(op.params)
+
+
+def _sharding_constraint(p: _Partitioner, op: Op) -> Plan:
+    spec = getattr(op.params.get("sharding"), "spec", None)
+    target = sharding_from_spec(spec, len(op.inputs[0].shape))
+    p.check(target)
+    return [target], [target], dict(op.params)
+
+
+def _broadcast(p: _Partitioner, op: Op) -> Plan:
+    src = _without_partial(_current(p, op.inputs[0]))
+    bdims = op.params["broadcast_dimensions"]
+    out_shape = tuple(op.params["shape"])
+    dims: list[Axes] = [() for _ in out_shape]
+    keep = list(src.dims)
+    for i, d in enumerate(bdims):
+        if op.inputs[0].shape[i] == out_shape[d]:
+            dims[d] = src.dims[i]
+        else:
+            keep[i] = ()  # a size-1 dim being broadcast cannot stay split
+    out = Sharding(tuple(dims))
+    params = dict(op.params, shape=p.local_shape(out_shape, out))
+    return [Sharding(tuple(keep))], [out], params
+
+
+def _transpose(p: _Partitioner, op: Op) -> Plan:
+    src = _current(p, op.inputs[0])
+    perm = op.params["permutation"]
+    out = Sharding(tuple(src.dims[i] for i in perm), src.partial)
+    return [src], [out], dict(op.params)
+
+
+def _reshape(p: _Partitioner, op: Op) -> Plan | None:
+    """Keep a split when its dimension stays the major part of an output dimension: the sizes
+    before it agree, and the output dimension either merges it with minor dimensions or is its
+    major factor."""
+    src = _without_partial(_current(p, op.inputs[0]))
+    in_shape, out_shape = op.inputs[0].shape, op.outputs[0].shape
+    if op.params.get("dimensions") is not None:
+        return None
+    out_dims: list[Axes] = [() for _ in out_shape]
+    for i, axes in enumerate(src.dims):
+        if not axes:
+            continue
+        n = p.split(axes)
+        outer = math.prod(in_shape[:i])
+        j = next((j for j in range(len(out_shape)) if math.prod(out_shape[:j]) == outer and out_shape[j] > 1), None)
+        if j is None:
+            return None
+        merges = out_shape[j] % in_shape[i] == 0 and in_shape[i] % n == 0
+        splits = in_shape[i] % out_shape[j] == 0 and out_shape[j] % n == 0
+        if not (merges or splits):
+            return None
+        out_dims[j] = axes
+    out = Sharding(tuple(out_dims))
+    params = dict(op.params, new_sizes=p.local_shape(out_shape, out))
+    return [src], [out], params
+
+
+def _squeeze(p: _Partitioner, op: Op) -> Plan:
+    src = _current(p, op.inputs[0])
+    gone = {d % len(src.dims) for d in op.params["dimensions"]}
+    return [src], [Sharding(tuple(d for i, d in enumerate(src.dims) if i not in gone), src.partial)], dict(op.params)
+
+
+def _slice(p: _Partitioner, op: Op) -> Plan:
+    """Dimensions taken whole keep their split; sliced ones are gathered first."""
+    src = _without_partial(_current(p, op.inputs[0]))
+    starts, limits = op.params["start_indices"], op.params["limit_indices"]
+    strides = op.params.get("strides") or (1,) * len(starts)
+    shape = op.inputs[0].shape
+    dims = tuple(d if (starts[i] == 0 and limits[i] == shape[i] and strides[i] == 1) else () for i, d in enumerate(src.dims))
+    sh = Sharding(dims)
+    local = p.local_shape(shape, sh)
+    params = dict(op.params, limit_indices=tuple(local[i] if dims[i] else limits[i] for i in range(len(dims))))
+    return [sh], [sh], params
+
+
+def _reduce(p: _Partitioner, op: Op) -> Plan | None:
+    src = _current(p, op.inputs[0])
+    axes_param = set(op.params["axes"])
+    kept = [d for i, d in enumerate(src.dims) if i not in axes_param]
+    reduced_split = {a for i, d in enumerate(src.dims) if i in axes_param for a in d}
+    if op.prim == "reduce_sum":
+        return [src], [Sharding(tuple(kept), src.partial | frozenset(reduced_split))], dict(op.params)
+    if op.prim in ("reduce_max", "reduce_min") and not src.partial:
+        if not reduced_split:
+            return [src], [Sharding(tuple(kept))], dict(op.params)
+        return None  # handled by the all-reduce in _reduce_extremum
+    if src.partial or reduced_split:
+        return None
+    return [src], [Sharding(tuple(kept))], dict(op.params)
+
+
+def _dot(p: _Partitioner, op: Op) -> Plan:
+    g = dot_geometry(op)
+    lhs, rhs = (_without_partial(_current(p, v)) for v in op.inputs[:2])
+    ld, rd = list(lhs.dims), list(rhs.dims)
+    used: set[str] = set()
+    out_dims: list[Axes] = []
+    # batch dims: keep a split both sides share (or either side's, resharding the other)
+    for lb, rb in zip(g.lhs_batch, g.rhs_batch):
+        axes = ld[lb] or rd[rb]
+        if set(axes) & used:
+            axes = ()
+        ld[lb] = rd[rb] = axes
+        used |= set(axes)
+        out_dims.append(axes)
+    partial: set[str] = set()
+    for lc, rc in zip(g.lhs_contract, g.rhs_contract):
+        if ld[lc] and ld[lc] == rd[rc] and not set(ld[lc]) & used:
+            partial |= set(ld[lc])
+            used |= set(ld[lc])
+        else:  # split on one side only: gather it (FSDP's weight all-gather)
+            ld[lc] = rd[rc] = ()
+    for i in g.lhs_free:
+        if set(ld[i]) & used:
+            ld[i] = ()
+        used |= set(ld[i])
+        out_dims.append(ld[i])
+    for i in g.rhs_free:
+        if set(rd[i]) & used:
+            rd[i] = ()
+        used |= set(rd[i])
+        out_dims.append(rd[i])
+    return ([Sharding(tuple(ld)), Sharding(tuple(rd))], [Sharding(tuple(out_dims), frozenset(partial))], dict(op.params))
+
+
+def _conv(p: _Partitioner, op: Op) -> Plan:
+    c = conv_geometry(op)
+    lhs, rhs = (_without_partial(_current(p, v)) for v in op.inputs[:2])
+    ld = [() for _ in lhs.dims]
+    rd = [() for _ in rhs.dims]
+    od: list[Axes] = [() for _ in op.outputs[0].shape]
+    used: set[str] = set()
+    partial: set[str] = set()
+    if c.groups == 1 and c.batch_groups == 1:
+        b = lhs.dims[c.lhs_spec[0]]
+        ld[c.lhs_spec[0]] = od[c.out_spec[0]] = b
+        used |= set(b)
+        fo = rhs.dims[c.rhs_spec[0]]
+        if not set(fo) & used:
+            rd[c.rhs_spec[0]] = od[c.out_spec[1]] = fo
+            used |= set(fo)
+        fi = lhs.dims[c.lhs_spec[1]]
+        if fi and fi == rhs.dims[c.rhs_spec[1]] and not set(fi) & used:
+            ld[c.lhs_spec[1]] = rd[c.rhs_spec[1]] = fi
+            partial |= set(fi)
+    return [Sharding(tuple(ld)), Sharding(tuple(rd))], [Sharding(tuple(od), frozenset(partial))], dict(op.params)
+
+
+def _window(p: _Partitioner, op: Op) -> Plan | None:
+    window = op.params.get("window_dimensions")
+    strides = op.params.get("window_strides")
+    padding = op.params.get("padding")
+    if window is None:
+        return None
+    src = _without_partial(_current(p, op.inputs[0]))
+    dims = tuple(d if (window[i] == 1 and strides[i] == 1 and tuple(padding[i]) == (0, 0)) else ()
+                 for i, d in enumerate(src.dims))
+    sh = Sharding(dims)
+    return [sh for _ in op.inputs], [sh for _ in op.outputs], dict(op.params)
+
+
+def _gather(p: _Partitioner, op: Op) -> Plan | None:
+    dn = op.params["dimension_numbers"]
+    if dn.operand_batching_dims:
+        return None
+    idx = _without_partial(_current(p, op.inputs[1]))
+    out_rank = len(op.outputs[0].shape)
+    batch_out = [d for d in range(out_rank) if d not in dn.offset_dims]
+    idx_batch = [d for d in range(len(op.inputs[1].shape)) if d != len(op.inputs[1].shape) - 1]
+    if len(batch_out) != len(idx_batch):
+        return None
+    out_dims: list[Axes] = [() for _ in range(out_rank)]
+    idx_dims = [() for _ in idx.dims]
+    for o, i in zip(batch_out, idx_batch):
+        out_dims[o] = idx_dims[i] = idx.dims[i]
+    return ([Sharding.replicated(len(op.inputs[0].shape)), Sharding(tuple(idx_dims))],
+            [Sharding(tuple(out_dims))], dict(op.params))
+
+
+def _scatter_add(p: _Partitioner, op: Op) -> Plan | None:
+    dn = op.params["dimension_numbers"]
+    if getattr(dn, "operand_batching_dims", ()):
+        return None
+    upd = _without_partial(_current(p, op.inputs[2]))
+    idx = _without_partial(_current(p, op.inputs[1]))
+    window = set(dn.update_window_dims)
+    if any(upd.dims[d] for d in window):
+        return None
+    scatter_dims = [d for d in range(len(upd.dims)) if d not in window]
+    idx_dims = [d for d in range(len(idx.dims)) if d != len(idx.dims) - 1]
+    if len(scatter_dims) != len(idx_dims):
+        return None
+    axes = [upd.dims[d] for d in scatter_dims]
+    new_idx = [() for _ in idx.dims]
+    for i, a in zip(idx_dims, axes):
+        new_idx[i] = a
+    partial = frozenset(a for d in axes for a in d)
+    out = Sharding(Sharding.replicated(len(op.outputs[0].shape)).dims, partial)
+    return [Sharding.replicated(len(op.inputs[0].shape)), Sharding(tuple(new_idx)), upd], [out], dict(op.params)
+
+
+_RULES = {
+    "sharding_constraint": _sharding_constraint,
+    "broadcast_in_dim": _broadcast,
+    "transpose": _transpose,
+    "reshape": _reshape,
+    "squeeze": _squeeze,
+    "slice": _slice,
+    "reduce_sum": _reduce,
+    "reduce_max": _reduce,
+    "reduce_min": _reduce,
+    "argmax": _reduce,
+    "argmin": _reduce,
+    "dot_general": _dot,
+    "conv_general_dilated": _conv,
+    "reduce_window_max": _window,
+    "reduce_window_min": _window,
+    "reduce_window_sum": _window,
+    "select_and_scatter_add": _window,
+    "select_and_gather_add": _window,
+    "gather": _gather,
+    "scatter-add": _scatter_add,
+    "scatter_add": _scatter_add,
+}
+_CATEGORY_RULES = {Category.ELEMENTWISE: _elementwise, Category.TRANSCENDENTAL: _elementwise}
+
+
+def shard_graph(graph: Graph, mesh_axes: dict[str, int], in_specs: list[Any]) -> ShardedGraph:
+    """Partition `graph` for a mesh: `in_specs` has one PartitionSpec (or None) per input."""
+    p = _Partitioner(mesh_axes)
+    in_shardings = [sharding_from_spec(s, len(v.shape)) for v, s in zip(graph.inputs, in_specs)]
+    local_inputs, _ = p.run(graph, in_shardings)
+    outs = []
+    out_shardings = []
+    for v in graph.outputs:
+        placed = p.place(v)
+        sh = placed.sharding
+        if sh.partial:  # a program's results are never left as unreduced sums
+            target = Sharding(sh.dims)
+            local = p.reshard(v, target)
+            p.env[v.id] = _Placed(target, local)
+        placed = p.place(v)
+        outs.append(placed.local)
+        out_shardings.append(placed.sharding)
+    collectives = [op for op in p.ops if category_of(op.prim) is Category.COLLECTIVE]
+    return ShardedGraph(Graph(local_inputs, outs, p.ops), dict(mesh_axes), in_shardings, out_shardings, collectives)
+
+
+def device_coords(device: int, mesh_axes: dict[str, int]) -> dict[str, int]:
+    """Mesh coordinates of a device index (row-major over the mesh axes in order)."""
+    coords = {}
+    for name, size in reversed(list(mesh_axes.items())):
+        coords[name] = device % size
+        device //= size
+    return coords
+
+
+def axes_index(coords: dict[str, int], axes: Axes, mesh_axes: dict[str, int]) -> int:
+    idx = 0
+    for a in axes:
+        idx = idx * mesh_axes[a] + coords[a]
+    return idx
+
+
+def local_block(global_array: np.ndarray, sh: Sharding, coords: dict[str, int], mesh_axes: dict[str, int]) -> np.ndarray:
+    """This device's block of a global array."""
+    index = []
+    for size, axes in zip(np.shape(global_array), sh.dims):
+        n = math.prod(mesh_axes[a] for a in axes)
+        k = axes_index(coords, axes, mesh_axes)
+        step = size // n
+        index.append(slice(k * step, (k + 1) * step))
+    return np.asarray(global_array)[tuple(index)]
