@@ -218,6 +218,12 @@ def _single_chip_system(chip: Chip) -> Any:
     return System(make_slice(chip.name, 1), 1, chip.name)
 
 
+@dataclass(frozen=True)
+class _Repeat:
+    spec: Any
+    count: int
+
+
 def _flat_specs(in_specs: Any, example_args: tuple, n_inputs: int) -> list[Any]:
     """One PartitionSpec (or None) per flat input. `in_specs` has an entry per argument: a
     spec applied to every leaf of that argument, or a pytree of specs matching it."""
@@ -232,12 +238,10 @@ def _flat_specs(in_specs: Any, example_args: tuple, n_inputs: int) -> list[Any]:
     flat: list[Any] = []
     is_spec = lambda x: x is None or isinstance(x, PartitionSpec)  # noqa: E731
     for spec, arg in zip(in_specs, example_args):
-        leaves = jax.tree.leaves(arg)
-        if is_spec(spec):
-            flat.extend([spec] * len(leaves))
-        else:
-            specs = jax.tree.leaves(spec, is_leaf=is_spec)
-            if len(specs) != len(leaves):
-                raise TpusimError(f"in_specs entry {spec} does not match its argument's {len(leaves)} arrays")
-            flat.extend(specs)
+        try:  # `spec` is a prefix of the argument's tree: a spec covers every leaf below it
+            per_leaf = jax.tree.map(lambda sp, sub: _Repeat(sp, len(jax.tree.leaves(sub))), spec, arg, is_leaf=is_spec)
+        except (ValueError, TypeError) as e:
+            raise TpusimError(f"in_specs entry {spec} does not match the structure of its argument: {e}") from None
+        for group in jax.tree.leaves(per_leaf, is_leaf=lambda x: isinstance(x, _Repeat)):
+            flat.extend([group.spec] * group.count)
     return flat

@@ -262,11 +262,18 @@ def _without_partial(sh: Sharding) -> Sharding:
 
 
 def _elementwise(p: _Partitioner, op: Op) -> Plan | None:
+    """Operands of the output's rank follow the most-split full-size operand; dimensions of size
+    1 (implicitly broadcast by JAX) and scalars stay whole."""
     shape = op.outputs[0].shape
     candidates = [_without_partial(_current(p, v)) for v in op.inputs if v.shape == shape and not v.is_const]
     target = max(candidates, key=lambda s: p.split(tuple(a for d in s.dims for a in d)), default=Sharding.replicated(len(shape)))
-    ins = [target if v.shape == shape else Sharding.replicated(len(v.shape)) for v in op.inputs]
-    return ins, [target for _ in op.outputs], dict(op.params)
+
+    def fit(v: Value) -> Sharding:
+        if len(v.shape) != len(shape):
+            return Sharding.replicated(len(v.shape))
+        return Sharding(tuple(d if v.shape[i] == shape[i] else () for i, d in enumerate(target.dims)))
+
+    return [fit(v) for v in op.inputs], [target for _ in op.outputs], dict(op.params)
 
 
 def _sharding_constraint(p: _Partitioner, op: Op) -> Plan:

@@ -47,10 +47,14 @@ def make_mesh(system: System, axes: dict[str, int]) -> Mesh:
     slices (sized as the number of slices, or a multiple of it), then torus axes are filled in
     order; a torus axis split between two mesh axes becomes rings without wraparound."""
     sizes = dict(axes)
-    if math.prod(sizes.values()) != system.chips:
+    physical = [(d, w) for d, w in zip(system.slice.shape, system.slice.wraparound) if d > 1]
+    devices = system.slice.devices * system.num_slices
+    if math.prod(sizes.values()) != devices:
         raise SliceConfigError(f"mesh {sizes} has {math.prod(sizes.values())} devices but {system.name or system.slice.name} "
-                               f"has {system.chips} chips")
-    physical = list(zip(system.slice.shape, system.slice.wraparound))
+                               f"has {devices}")
+    per_chip = system.slice.devices // system.slice.chips
+    if per_chip > 1:  # v2/v3/TPU7x: each chip is several devices, joined on-package (modelled as a short ring)
+        physical.append((per_chip, False))
     cursor = 0  # index into physical axes
     left_in_axis = physical[0][0] if physical else 1
     out = []
