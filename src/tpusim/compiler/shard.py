@@ -242,7 +242,10 @@ class _Partitioner:
             lv = self.new_local(v, self.local_shape(v.shape, sh, f" (result of {op.prim} at {op.where})"))
             self.env[v.id] = _Placed(sh, lv)
             local_out.append(lv)
-        self.ops.append(Op(op.prim, local_in, local_out, params, op.where, op.jax_prim, op.subgraphs, op.scope))
+        subgraphs = op.subgraphs
+        if "_sharded_body" in params:
+            subgraphs = {"body": params.pop("_sharded_body")}
+        self.ops.append(Op(op.prim, local_in, local_out, params, op.where, op.jax_prim, subgraphs, op.scope))
 
 
 Plan = tuple[list[Sharding], list[Sharding], dict[str, Any]]
@@ -478,7 +481,35 @@ def _scatter_add(p: _Partitioner, op: Op) -> Plan | None:
     return [Sharding.replicated(len(op.inputs[0].shape)), Sharding(tuple(new_idx)), upd], [out], dict(op.params)
 
 
+def _scan(p: _Partitioner, op: Op) -> Plan | None:
+    """Shard a scan's body like any graph: consts and carries keep their shardings (a carry's
+    result is resharded to its starting sharding at the end of each iteration), xs and ys are
+    split like one iteration's slice (their leading, scanned dimension stays whole)."""
+    nc, nk = int(op.params["num_consts"]), int(op.params["num_carry"])
+    body = op.subgraphs["body"]
+    ins = [_without_partial(_current(p, v)) for v in op.inputs]
+    xs = [Sharding(((),) + sh.dims[1:]) for sh in ins[nc + nk:]]
+    ins = ins[:nc + nk] + xs
+    body_in = ins[:nc + nk] + [Sharding(sh.dims[1:]) for sh in xs]
+    inner = _Partitioner(p.mesh)
+    inner.run(body, body_in)
+    outs = []
+    for i, v in enumerate(body.outputs):
+        if i < nk:  # carry: back to its starting sharding
+            target = body_in[nc + i]
+        else:
+            target = _without_partial(inner.place(v).sharding)
+        outs.append(inner.reshard(v, target, op.where))
+        inner.env[v.id] = _Placed(target, outs[-1])
+    local_inputs = [inner.env[v.id].local for v in body.inputs]
+    sub = Graph(local_inputs, outs, inner.ops)
+    out_sh = body_in[nc:nc + nk] + [Sharding(((),) + inner.env[v.id].sharding.dims) for v in body.outputs[nk:]]
+    params = dict(op.params)
+    return ins, out_sh, params | {"_sharded_body": sub}
+
+
 _RULES = {
+    "scan": _scan,
     "sharding_constraint": _sharding_constraint,
     "broadcast_in_dim": _broadcast,
     "transpose": _transpose,

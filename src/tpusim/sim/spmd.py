@@ -62,10 +62,38 @@ def run_spmd(program: Program, mesh_axes: dict[str, int], per_device_args: list[
     for kernel in program.kernels:
         if kernel.kind == "collective":
             _collective(kernel, envs, mesh_axes)
+        elif kernel.kind == "scan" and _has_collectives(kernel.bodies["body"]):
+            _scan_lockstep(kernel, envs, mesh_axes, strict)
         else:
             for env in envs:
                 run_kernel(kernel, env, strict)
     return [[np.asarray(_read(env, v)) for v in program.outputs] for env in envs]
+
+
+def _has_collectives(program: Program) -> bool:
+    return any(k.kind == "collective" for k in program.all_kernels())
+
+
+def _scan_lockstep(kernel: Any, envs: list[dict], mesh_axes: dict[str, int], strict: bool) -> None:
+    """A scan whose body talks to other devices: every iteration runs on all devices at once."""
+    op = kernel.op
+    p = op.params
+    nc, nk, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
+    args = [[_read(env, v) for v in op.inputs] for env in envs]
+    carries = [a[nc:nc + nk] for a in args]
+    ys: list[list[list[Any]]] = [[] for _ in envs]
+    order = range(length - 1, -1, -1) if p.get("reverse") else range(length)
+    for i in order:
+        per_device = [a[:nc] + c + [x[i] for x in a[nc + nk:]] for a, c in zip(args, carries)]
+        outs = run_spmd(kernel.bodies["body"], mesh_axes, per_device, strict)
+        carries = [o[:nk] for o in outs]
+        for d, o in enumerate(outs):
+            ys[d].append(o[nk:])
+    for d, env in enumerate(envs):
+        steps = ys[d][::-1] if p.get("reverse") else ys[d]
+        stacked = [np.stack([s[j] for s in steps]) for j in range(len(op.outputs) - nk)]
+        for v, r in zip(op.outputs, [*carries[d], *stacked]):
+            env[v.id] = r
 
 
 def assemble(per_device: list[np.ndarray], sh: Sharding, mesh_axes: dict[str, int]) -> np.ndarray:
