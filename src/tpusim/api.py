@@ -126,7 +126,7 @@ class Compiled:
         """How long one call takes on the chip, per kernel and in total (deterministic)."""
         if "estimate" not in self._cache:
             mesh = self.distribution.mesh if self.distribution is not None else None
-            flops = self.counts().flops / (self.distribution.devices if self.distribution is not None else 1)
+            flops = self.counts().flops  # per device: a sharded graph is already one device's share
             self._cache["estimate"] = estimate_program(self.program, self.chip, flops, mesh=mesh)
         return self._cache["estimate"]
 

@@ -102,6 +102,10 @@ class _Partitioner:
         self.mesh = dict(mesh_axes)
         self.ops: list[Op] = []
         self.env: dict[int, _Placed] = {}
+        # Broadcasts of small replicated values are not materialized where they appear (JAX hoists
+        # loop-invariant masks out of loops at full size): each use builds the block it needs.
+        self.lazy: dict[int, Op] = {}
+        self.lazy_built: dict[tuple[int, Sharding], Value] = {}
 
     # ---- shapes ------------------------------------------------------------------------------
     def split(self, axes: Axes) -> int:
@@ -142,13 +146,28 @@ class _Partitioner:
         return Value(shape, like.dtype, "temp", name=like.name, category=like.category)
 
     def emit(self, prim: str, inputs: list[Value], out: Value, params: dict[str, Any], where: str = "") -> Value:
-        op = Op(prim, inputs, [out], params, where, None, {}, "collective" if category_of(prim) is Category.COLLECTIVE else "")
+        op = Op(prim, inputs, [out], params, where, None, {}, prim)
         self.ops.append(op)
         return out
 
     # ---- resharding --------------------------------------------------------------------------
+    def build_lazy(self, v: Value, dst: Sharding) -> Value:
+        key = (v.id, Sharding(dst.dims))
+        if key not in self.lazy_built:
+            op = self.lazy[v.id]
+            src = op.inputs[0]
+            bdims = op.params["broadcast_dimensions"]
+            src_sh = Sharding(tuple(dst.dims[d] if src.shape[i] == v.shape[d] else () for i, d in enumerate(bdims)))
+            local_src = self.reshard(src, src_sh, op.where) if not (src.is_const and src.size <= 1) else src
+            out = self.new_local(v, self.local_shape(v.shape, Sharding(dst.dims)))
+            self.ops.append(Op(op.prim, [local_src], [out], dict(op.params, shape=out.shape), op.where, op.jax_prim, {}, op.scope))
+            self.lazy_built[key] = out
+        return self.lazy_built[key]
+
     def reshard(self, v: Value, dst: Sharding, where: str = "") -> Value:
         """The local value of `v` with sharding `dst` (inserting collectives as needed)."""
+        if v.id in self.lazy:
+            return self.build_lazy(v, Sharding(dst.dims))
         placed = self.place(v)
         src, local = placed.sharding, placed.local
         if src == dst:
@@ -230,6 +249,13 @@ class _Partitioner:
         return local_inputs, []
 
     def op(self, op: Op) -> None:
+        if op.prim == "broadcast_in_dim" and self._is_small_replicated(op):
+            out = op.outputs[0]
+            self.lazy[out.id] = op
+            self.env[out.id] = _Placed(Sharding.replicated(len(out.shape)), out)
+            return
+        if op.prim == "scan":
+            op = self._sink_lazy_consts(op)
         rule = _RULES.get(op.prim) or _CATEGORY_RULES.get(category_of(op.prim))  # type: ignore[arg-type]
         plan = rule(self, op) if rule is not None else None
         if plan is None:
@@ -246,6 +272,36 @@ class _Partitioner:
         if "_sharded_body" in params:
             subgraphs = {"body": params.pop("_sharded_body")}
         self.ops.append(Op(op.prim, local_in, local_out, params, op.where, op.jax_prim, subgraphs, op.scope))
+
+
+    def _is_small_replicated(self, op: Op) -> bool:
+        src = op.inputs[0]
+        if src.is_const and src.size <= 1:
+            return True
+        placed = self.env.get(src.id)
+        small = src.size * 4 <= op.outputs[0].size
+        return small and (src.is_const or (placed is not None and placed.sharding.is_replicated()))
+
+    def _sink_lazy_consts(self, op: Op) -> Op:
+        """Move lazy broadcasts that a scan reads as constants into its body, so the body builds
+        them at the sharding it needs."""
+        nc = int(op.params["num_consts"])
+        lazy_idx = [i for i in range(nc) if op.inputs[i].id in self.lazy]
+        if not lazy_idx:
+            return op
+        body = op.subgraphs["body"]
+        inputs = list(op.inputs)
+        body_inputs = list(body.inputs)
+        pre: list[Op] = []
+        for i in lazy_idx:
+            bop = self.lazy[op.inputs[i].id]
+            src = bop.inputs[0]
+            inner_src = Value(src.shape, src.dtype, "input", name=src.name)
+            pre.append(Op(bop.prim, [inner_src], [body_inputs[i]], dict(bop.params), bop.where, bop.jax_prim, {}, bop.scope))
+            body_inputs[i] = inner_src
+            inputs[i] = src
+        new_body = Graph(body_inputs, list(body.outputs), pre + list(body.ops))
+        return Op(op.prim, inputs, list(op.outputs), dict(op.params), op.where, op.jax_prim, {"body": new_body}, op.scope)
 
 
 Plan = tuple[list[Sharding], list[Sharding], dict[str, Any]]
@@ -362,13 +418,9 @@ def _reduce(p: _Partitioner, op: Op) -> Plan | None:
     reduced_split = {a for i, d in enumerate(src.dims) if i in axes_param for a in d}
     if op.prim == "reduce_sum":
         return [src], [Sharding(tuple(kept), src.partial | frozenset(reduced_split))], dict(op.params)
-    if op.prim in ("reduce_max", "reduce_min") and not src.partial:
-        if not reduced_split:
-            return [src], [Sharding(tuple(kept))], dict(op.params)
-        return None  # handled by the all-reduce in _reduce_extremum
-    if src.partial or reduced_split:
-        return None
-    return [src], [Sharding(tuple(kept))], dict(op.params)
+    # max/min/argmax...: gather only the reduced dimensions; the others keep their split
+    whole = Sharding(tuple(() if i in axes_param else d for i, d in enumerate(src.dims)))
+    return [whole], [Sharding(tuple(kept))], dict(op.params)
 
 
 def _dot(p: _Partitioner, op: Op) -> Plan:
@@ -442,9 +494,10 @@ def _window(p: _Partitioner, op: Op) -> Plan | None:
 
 
 def _gather(p: _Partitioner, op: Op) -> Plan | None:
+    """Gathers from a table that is whole on every device (embeddings, take_along_axis): the
+    result is split like the indices; batching dims (take_along_axis) split operand and indices
+    alike."""
     dn = op.params["dimension_numbers"]
-    if dn.operand_batching_dims:
-        return None
     idx = _without_partial(_current(p, op.inputs[1]))
     out_rank = len(op.outputs[0].shape)
     batch_out = [d for d in range(out_rank) if d not in dn.offset_dims]
@@ -455,14 +508,16 @@ def _gather(p: _Partitioner, op: Op) -> Plan | None:
     idx_dims = [() for _ in idx.dims]
     for o, i in zip(batch_out, idx_batch):
         out_dims[o] = idx_dims[i] = idx.dims[i]
-    return ([Sharding.replicated(len(op.inputs[0].shape)), Sharding(tuple(idx_dims))],
-            [Sharding(tuple(out_dims))], dict(op.params))
+    operand = [() for _ in op.inputs[0].shape]
+    for od, idim in zip(dn.operand_batching_dims, dn.start_indices_batching_dims):
+        operand[od] = idx_dims[idim]
+    return [Sharding(tuple(operand)), Sharding(tuple(idx_dims))], [Sharding(tuple(out_dims))], dict(op.params)
 
 
 def _scatter_add(p: _Partitioner, op: Op) -> Plan | None:
+    """Scatter-adding split updates into a whole table leaves a partial sum over the updates'
+    split axes (embedding gradients); batching dims keep their split in the result instead."""
     dn = op.params["dimension_numbers"]
-    if getattr(dn, "operand_batching_dims", ()):
-        return None
     upd = _without_partial(_current(p, op.inputs[2]))
     idx = _without_partial(_current(p, op.inputs[1]))
     window = set(dn.update_window_dims)
@@ -472,13 +527,19 @@ def _scatter_add(p: _Partitioner, op: Op) -> Plan | None:
     idx_dims = [d for d in range(len(idx.dims)) if d != len(idx.dims) - 1]
     if len(scatter_dims) != len(idx_dims):
         return None
-    axes = [upd.dims[d] for d in scatter_dims]
-    new_idx = [() for _ in idx.dims]
+    axes = [upd.dims[d] or idx.dims[i] for d, i in zip(scatter_dims, idx_dims)]
+    upd = Sharding(tuple(axes[scatter_dims.index(d)] if d in scatter_dims else () for d in range(len(upd.dims))))
+    new_idx: list[Axes] = [() for _ in idx.dims]
     for i, a in zip(idx_dims, axes):
         new_idx[i] = a
-    partial = frozenset(a for d in axes for a in d)
-    out = Sharding(Sharding.replicated(len(op.outputs[0].shape)).dims, partial)
-    return [Sharding.replicated(len(op.inputs[0].shape)), Sharding(tuple(new_idx)), upd], [out], dict(op.params)
+    operand: list[Axes] = [() for _ in op.inputs[0].shape]
+    batched: set[str] = set()
+    for od, idim in zip(getattr(dn, "operand_batching_dims", ()), getattr(dn, "scatter_indices_batching_dims", ())):
+        operand[od] = new_idx[idim]
+        batched |= set(new_idx[idim])
+    partial = frozenset(a for d in axes for a in d) - batched
+    out = Sharding(tuple(operand), partial)
+    return [Sharding(tuple(operand)), Sharding(tuple(new_idx)), upd], [out], dict(op.params)
 
 
 def _scan(p: _Partitioner, op: Op) -> Plan | None:
@@ -494,11 +555,15 @@ def _scan(p: _Partitioner, op: Op) -> Plan | None:
     inner = _Partitioner(p.mesh)
     inner.run(body, body_in)
     outs = []
+    x_slices = [(v.shape, sh) for v, sh in zip(body.inputs[nc + nk:], body_in[nc + nk:])]
     for i, v in enumerate(body.outputs):
         if i < nk:  # carry: back to its starting sharding
             target = body_in[nc + i]
         else:
-            target = _without_partial(inner.place(v).sharding)
+            # a stacked result shaped like a stacked input (per-layer weight gradients in the
+            # backward scan) is split like it; otherwise it keeps the split it was computed with
+            like = [sh for shape, sh in x_slices if shape == v.shape]
+            target = like[0] if like else _without_partial(inner.place(v).sharding)
         outs.append(inner.reshard(v, target, op.where))
         inner.env[v.id] = _Placed(target, outs[-1])
     local_inputs = [inner.env[v.id].local for v in body.inputs]
@@ -543,15 +608,9 @@ def shard_graph(graph: Graph, mesh_axes: dict[str, int], in_specs: list[Any]) ->
     outs = []
     out_shardings = []
     for v in graph.outputs:
-        placed = p.place(v)
-        sh = placed.sharding
-        if sh.partial:  # a program's results are never left as unreduced sums
-            target = Sharding(sh.dims)
-            local = p.reshard(v, target)
-            p.env[v.id] = _Placed(target, local)
-        placed = p.place(v)
-        outs.append(placed.local)
-        out_shardings.append(placed.sharding)
+        target = Sharding(p.place(v).sharding.dims)  # results are never left as unreduced sums
+        outs.append(p.reshard(v, target))
+        out_shardings.append(target)
     collectives = [op for op in p.ops if category_of(op.prim) is Category.COLLECTIVE]
     return ShardedGraph(Graph(local_inputs, outs, p.ops), dict(mesh_axes), in_shardings, out_shardings, collectives)
 

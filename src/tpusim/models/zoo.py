@@ -120,3 +120,71 @@ def bert_base_shapes(batch: int = 8, seq: int = 128, layers: int = 12, d_model: 
         return x
 
     return bert, (params, spec(batch, seq, dtype=jnp.int32), spec(batch, seq, dtype=jnp.bool_))
+
+
+def gpt_train_step_shapes(layers: int = 12, d_model: int = 768, heads: int = 12, seq: int = 1024, batch: int = 8,
+                          vocab: int = 50304, d_ff: int | None = None, dtype: Any = jnp.bfloat16,
+                          remat: bool = True) -> tuple[Any, tuple[Any, ...]]:
+    """A GPT-style decoder training step (causal attention, GELU MLP, layers under one
+    `lax.scan`, Adam written out) as (fn, example args as ShapeDtypeStructs): nothing is
+    allocated, so GPT-3-sized models compile and estimate on a laptop. `remat` recomputes each
+    layer in the backward pass (jax.checkpoint), as large-model training does."""
+    d_ff = d_ff or 4 * d_model
+
+    def spec(*shape: int) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(shape, dtype)
+
+    params = {
+        "embed": spec(vocab, d_model),
+        "layers": {"wq": spec(layers, d_model, d_model), "wk": spec(layers, d_model, d_model),
+                   "wv": spec(layers, d_model, d_model), "wo": spec(layers, d_model, d_model),
+                   "w1": spec(layers, d_model, d_ff), "w2": spec(layers, d_ff, d_model),
+                   "ln1": spec(layers, d_model), "ln2": spec(layers, d_model)},
+        "ln_f": spec(d_model),
+    }
+    opt = {"m": params, "v": params}
+    tokens = jax.ShapeDtypeStruct((batch, seq + 1), jnp.int32)
+
+    def norm(x: jax.Array, g: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        return (x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + 1e-6)).astype(x.dtype) * g
+
+    def layer(x: jax.Array, p: dict[str, jax.Array]) -> tuple[jax.Array, None]:
+        B, T, D = x.shape
+        hd = D // heads
+        h = norm(x, p["ln1"])
+        q, k, v = ((h @ p[w]).reshape(B, T, heads, hd) for w in ("wq", "wk", "wv"))
+        s = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) / np.sqrt(hd)
+        s = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s, -1e9)
+        a = jax.nn.softmax(s, axis=-1).astype(x.dtype)
+        x = x + jnp.einsum("bhts,bshd->bthd", a, v).reshape(B, T, D) @ p["wo"]
+        h = norm(x, p["ln2"])
+        return x + jax.nn.gelu(h @ p["w1"]) @ p["w2"], None
+
+    def loss_fn(params: dict[str, Any], tokens: jax.Array) -> jax.Array:
+        x = params["embed"][tokens[:, :-1]]
+        x, _ = jax.lax.scan(jax.checkpoint(layer) if remat else layer, x, params["layers"])
+        logits = (norm(x, params["ln_f"]) @ params["embed"].T).astype(jnp.float32)
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1).mean()
+
+    def train_step(params: dict[str, Any], opt: dict[str, Any], tokens: jax.Array) -> tuple[Any, Any, jax.Array]:
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+        m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, opt["m"], grads)
+        v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, opt["v"], grads)
+        new = jax.tree.map(lambda p, m, v: p - 1e-4 * m / (jnp.sqrt(v) + 1e-8), params, m, v)
+        return new, {"m": m, "v": v}, loss
+
+    return train_step, (params, opt, tokens)
+
+
+def gpt_specs(params: Any, data_axes: Any = ("data", "fsdp"), fsdp: str | None = "fsdp", model: str | None = "model") -> Any:
+    """3D sharding of the GPT step: weights split over `fsdp` (ZeRO-3) and `model` (Megatron:
+    column-parallel q/k/v/w1, row-parallel wo/w2), tokens over the data axes."""
+    from jax.sharding import PartitionSpec as P
+
+    col = P(None, fsdp, model)
+    row = P(None, model, fsdp)
+    layer = {"wq": col, "wk": col, "wv": col, "w1": col, "wo": row, "w2": row, "ln1": None, "ln2": None}
+    p = {"embed": P(model, fsdp), "layers": layer, "ln_f": None}
+    return p, {"m": p, "v": p}, P(data_axes)

@@ -39,7 +39,7 @@ class Estimate:
     @property
     def communication_s(self) -> float:
         """Time in collectives (all of it exposed: tpusim does not yet overlap them with compute)."""
-        return sum(op.time_s for op in self.ops if op.bound == "communication")
+        return sum(op.comm_s for op in self.ops)
 
     @property
     def compute_s(self) -> float:

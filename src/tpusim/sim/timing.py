@@ -70,6 +70,7 @@ class KernelTime:
     overhead_s: float = 0.0
     start_s: float = 0.0
     mxu_flops: float = 0.0  # useful MXU FLOPs (for utilization)
+    comm_s: float = 0.0  # time in collectives, nested loops included
     where: str = ""
     children: list["KernelTime"] = field(default_factory=list)
 
@@ -161,7 +162,7 @@ class TensorCoreTimer:
         cost = collective_cost(op.prim, float(nbytes), tuple(op.params["axes"]), self.mesh)  # type: ignore[arg-type]
         t = cost.time_s + self.k.kernel_launch_s
         return KernelTime(kernel.name, kernel.kind, t, float(kernel.counts.flops), float(nbytes), "communication",
-                          overhead_s=self.k.kernel_launch_s, where=kernel.where)
+                          overhead_s=self.k.kernel_launch_s, comm_s=t, where=kernel.where)
 
     def _roofline(self, kernel: Kernel) -> KernelTime:
         c = kernel.counts
@@ -186,12 +187,14 @@ class TensorCoreTimer:
             trips = int(op.params.get("trip_count") or 1)
         body_s = sum(k.time_s for k in children)
         total = trips * (body_s + self.k.loop_iteration_s)
-        agg = {f: trips * sum(getattr(k, f) for k in children) for f in ("flops", "bytes", "mxu_s", "vpu_s", "dma_s", "overhead_s", "mxu_flops")}
-        engines = {"compute": agg["mxu_s"], "vector": agg["vpu_s"], "memory": agg["dma_s"], "overhead": agg["overhead_s"] + trips * self.k.loop_iteration_s}
+        agg = {f: trips * sum(getattr(k, f) for k in children)
+               for f in ("flops", "bytes", "mxu_s", "vpu_s", "dma_s", "overhead_s", "mxu_flops", "comm_s")}
+        engines = {"compute": agg["mxu_s"], "vector": agg["vpu_s"], "memory": agg["dma_s"], "communication": agg["comm_s"],
+                   "overhead": agg["overhead_s"] + trips * self.k.loop_iteration_s}
         bound: Bound = max(engines, key=engines.get)  # type: ignore[arg-type]
         return KernelTime(kernel.name, kernel.kind, total, agg["flops"], agg["bytes"], bound, agg["mxu_s"], agg["vpu_s"],
                           agg["dma_s"], agg["overhead_s"] + trips * self.k.loop_iteration_s, mxu_flops=agg["mxu_flops"],
-                          where=kernel.where, children=children)
+                          comm_s=agg["comm_s"], where=kernel.where, children=children)
 
     def time_program(self, program: Program) -> list[KernelTime]:
         out = []
