@@ -99,6 +99,42 @@ def validate(refit: bool = typer.Option(False, help="refit the calibration const
 
 
 @app.command()
+def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt (FSDP x tensor parallel)"),
+          device: str = typer.Option("v4", help="TPU version: v4, v5e, v5p, v6e, tpu7x"),
+          chips: str = typer.Option("1,8,64,512,4096", help="comma-separated chip counts"),
+          batch_per_chip: int = typer.Option(None, help="per-chip batch (images, or sequences for gpt)"),
+          plot: str = typer.Option(None, help="write the scaling plot (PNG) here")) -> None:
+    """Estimate a training step from one chip to a pod: time, throughput, efficiency, compute
+    vs communication."""
+    from rich.table import Table
+
+    from tpusim.distribute.scaling import plot_scaling, scaling_curve
+
+    counts = [int(c) for c in chips.split(",") if c.strip()]
+    try:
+        with console.status(f"compiling and estimating {model} on {len(counts)} {device} slices..."):
+            points = scaling_curve(model, device, counts, batch_per_chip)
+    except TpusimError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1)
+    unit = "images/s" if model == "resnet50" else "tokens/s"
+    t = Table(title=f"{model} training step on {device}: scaling")
+    for col in ("chips", "slice", "global batch", "step time", f"throughput ({unit})", "efficiency", "compute",
+                "communication", "exposed comm", "TFLOP/s/chip", "tpusim wall"):
+        t.add_column(col, justify="right")
+    for p in points:
+        if p.note:
+            t.add_row(str(p.chips), p.system, str(p.global_batch), p.note, *[""] * 6, f"{p.wall_s:.2f} s")
+            continue
+        t.add_row(str(p.chips), p.system, str(p.global_batch), f"{p.step_s * 1e3:.1f} ms", f"{p.throughput:,.0f}",
+                  f"{p.efficiency:.0%}", f"{p.compute_s * 1e3:.1f} ms", f"{p.communication_s * 1e3:.1f} ms",
+                  f"{p.exposed_communication_s * 1e3:.1f} ms", f"{p.tflops_per_chip:.1f}", f"{p.wall_s:.2f} s")
+    console.print(t)
+    if plot:
+        console.print(f"plot written to {plot_scaling(points, plot, f'{model} on {device}')}")
+
+
+@app.command()
 def ops() -> None:
     """List the JAX primitives tpusim compiles."""
     from tpusim.ir.opset import CATEGORY

@@ -172,11 +172,25 @@ class _Partitioner:
         src, local = placed.sharding, placed.local
         if src == dst:
             return local
+        mark = len(self.ops)
+        try:
+            return self._reshard_direct(v, src, local, dst, where)
+        except ShardingError:
+            # an intermediate step would split a dimension unevenly: go through replicated
+            del self.ops[mark:]
+            self.local_shape(v.shape, dst, where)  # the target itself must be valid
+            if src.partial:
+                local = self.emit("all_reduce", [local], self.new_local(v, local.shape),
+                                  {"axes": tuple(sorted(src.partial)), "op": "sum"}, where)
+            return self.reshard_via_replicated(v, local, Sharding(src.dims), dst, where)
+
+    def _reshard_direct(self, v: Value, src: Sharding, local: Value, dst: Sharding, where: str) -> Value:
         cur = src
         # 1. resolve partial sums: reduce-scatter onto a dim dst splits by that axis, else all-reduce.
         if cur.partial:
             for axis in sorted(cur.partial):
-                target = next((i for i, d in enumerate(dst.dims) if axis in d and axis not in cur.dims[i]), None)
+                target = next((i for i, d in enumerate(dst.dims)
+                               if axis in d and axis not in cur.dims[i] and d[:len(cur.dims[i])] == cur.dims[i]), None)
                 if target is not None and axis not in cur.used_axes:
                     dims = list(cur.dims)
                     dims[target] = dims[target] + (axis,)
@@ -542,6 +556,23 @@ def _scatter_add(p: _Partitioner, op: Op) -> Plan | None:
     return [Sharding(tuple(operand)), Sharding(tuple(new_idx)), upd], [out], dict(op.params)
 
 
+def _pad(p: _Partitioner, op: Op) -> Plan:
+    """Dimensions that are not padded keep their split (e.g. the batch of a ZeroPadding2D)."""
+    src = _without_partial(_current(p, op.inputs[0]))
+    cfg = op.params["padding_config"]
+    dims = tuple(d if tuple(cfg[i]) == (0, 0, 0) else () for i, d in enumerate(src.dims))
+    sh = Sharding(dims)
+    return [sh, Sharding.replicated(len(op.inputs[1].shape))], [sh], dict(op.params)
+
+
+def _concatenate(p: _Partitioner, op: Op) -> Plan:
+    """Concatenation keeps splits on the other dimensions (taken from the first operand)."""
+    dim = op.params["dimension"]
+    src = _without_partial(_current(p, op.inputs[0]))
+    sh = Sharding(tuple(() if i == dim else d for i, d in enumerate(src.dims)))
+    return [sh for _ in op.inputs], [sh], dict(op.params)
+
+
 def _scan(p: _Partitioner, op: Op) -> Plan | None:
     """Shard a scan's body like any graph: consts and carries keep their shardings (a carry's
     result is resharded to its starting sharding at the end of each iteration), xs and ys are
@@ -575,6 +606,8 @@ def _scan(p: _Partitioner, op: Op) -> Plan | None:
 
 _RULES = {
     "scan": _scan,
+    "pad": _pad,
+    "concatenate": _concatenate,
     "sharding_constraint": _sharding_constraint,
     "broadcast_in_dim": _broadcast,
     "transpose": _transpose,

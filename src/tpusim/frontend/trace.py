@@ -80,9 +80,12 @@ def trace(fn_or_model: Any, *example_args: Any, mesh_axes: dict[str, int] | None
     except TpusimError:
         raise
     except Exception as e:  # the user's code failed under JAX tracing
+        shown = [f"{s.dtype}{list(s.shape)}" for s in flat_specs[:8]]
+        if len(flat_specs) > 8:
+            shown.append(f"... {len(flat_specs) - 8} more")
         raise TraceError(
             f"JAX could not trace {getattr(fn, '__name__', 'the function')} with example arguments "
-            f"{[f'{s.dtype}{list(s.shape)}' for s in flat_specs]}: {type(e).__name__}: {e}"
+            f"[{', '.join(shown)}]: {type(e).__name__}: {e}"
         ) from e
     out_tree = jax.tree.structure(out_shapes)
     name = getattr(fn, "__name__", "fn")
