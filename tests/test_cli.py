@@ -56,3 +56,12 @@ def test_run_command_explains_a_bad_script(tmp_path):
     result = runner.invoke(app, ["run", str(script)], env={"COLUMNS": "300"})
     assert result.exit_code == 1
     assert "must define `model` and `inputs`" in result.output
+
+
+def test_scale_command(tmp_path):
+    png = tmp_path / "scale.png"
+    result = runner.invoke(app, ["scale", "gpt", "--device", "v5e", "--chips", "1,4", "--batch-per-chip", "1",
+                                 "--plot", str(png)], env={"COLUMNS": "220"})
+    assert result.exit_code == 0, result.output
+    assert "scaling" in result.output and "v5e-4" in result.output
+    assert png.stat().st_size > 10_000

@@ -159,3 +159,54 @@ def test_sharding_constraint_inside_the_function():
     c = tpusim.compile(f, x, w, device="v5e-4", mesh={"d": 4}, in_specs=(P("d"), None))
     assert "all_to_all" in {op.prim for op in c.distribution.sharded.collectives}
     np.testing.assert_allclose(c.run(x, w), np.full((8, 32), 32.0))
+
+
+def test_tpu_strategy_data_parallel_keras_training_step():
+    from tpusim.datasets import digits
+    from tpusim.distribute import TPUStrategy
+    from tpusim.keras.training import _state
+    from tpusim.models import classic_cnn
+
+    x, y = digits()
+    strategy = TPUStrategy("v4-16")
+    assert strategy.num_replicas_in_sync == 8
+    with strategy.scope():
+        model = classic_cnn()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    step = strategy.training_step(model, x[:64], y[:64])
+    single = tpusim.keras.training_step(model, x[:64], y[:64], "v4")
+    state = _state(model)
+    logs8, _ = step.run(state, (x[:64], y[:64]))
+    logs1, _ = single.run(state, (x[:64], y[:64]))
+    assert float(logs8["loss"]) == pytest.approx(float(logs1["loss"]), rel=1e-4)
+    est = step.estimate()
+    assert est.communication_s > 0 and est.exposed_communication_s <= est.communication_s
+    with pytest.raises(SliceConfigError, match="multiple"):
+        strategy.training_step(model, x[:60], y[:60])
+
+
+def test_gpt3_175b_on_4096_v4_chips_estimates_fast():
+    import time
+
+    from tpusim.models.zoo import gpt_specs, gpt_train_step_shapes
+
+    t = time.perf_counter()
+    fn, args = gpt_train_step_shapes(layers=96, d_model=12288, heads=96, seq=2048, batch=2048, vocab=51200)
+    c = tpusim.compile(fn, *args, device="v4-8192", mesh={"data": 4, "fsdp": 256, "model": 4}, in_specs=gpt_specs(args[0]))
+    est = c.estimate()
+    assert time.perf_counter() - t < 10.0
+    assert c.distribution.devices == 4096
+    assert est.peak_hbm_bytes < 32 * 2**30  # fits a v4 chip once sharded 1024 ways
+    flops_6nd = 6 * 175e9 * 2048 * 2048 / 4096
+    mfu = flops_6nd / est.time_s / 275e12
+    assert 0.05 < mfu < 0.8
+    assert 0 < est.exposed_communication_s <= est.communication_s
+
+
+def test_scaling_curve_small_gpt():
+    from tpusim.distribute.scaling import scaling_curve
+
+    points = scaling_curve("gpt", "v5e", [4, 16], per_chip_batch=2, gpt_config={"layers": 2, "d_model": 256, "heads": 4, "seq": 128})
+    assert [p.chips for p in points] == [4, 16]
+    assert points[1].throughput > points[0].throughput
+    assert 0 < points[1].efficiency <= 1.05
