@@ -1,0 +1,48 @@
+"""Pods: scaling tables for ResNet-50 (data parallel) and a GPT-style model (FSDP x tensor
+parallel) on v4, and the GPT-3 175B step on 4096 v4 chips, with tpusim's wall time.
+
+Run: python benchmarks/pods.py
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import tpusim  # noqa: E402
+from tpusim.distribute.scaling import scaling_curve  # noqa: E402
+from tpusim.models.zoo import gpt_specs, gpt_train_step_shapes  # noqa: E402
+
+
+def main() -> None:
+    console = Console(width=200)
+    for model, unit in (("resnet50", "images/s"), ("gpt", "tokens/s")):
+        points = scaling_curve(model, "v4", [1, 8, 64, 512, 4096])
+        t = Table(title=f"{model} training step on TPU v4 (weak scaling)")
+        for col in ("chips", "slice", "global batch", "step", f"throughput ({unit})", "efficiency", "communication",
+                    "exposed", "tpusim wall"):
+            t.add_column(col, justify="right")
+        for p in points:
+            t.add_row(str(p.chips), p.system, str(p.global_batch), f"{p.step_s * 1e3:.1f} ms", f"{p.throughput:,.0f}",
+                      f"{p.efficiency:.0%}", f"{p.communication_s * 1e3:.1f} ms", f"{p.exposed_communication_s * 1e3:.1f} ms",
+                      f"{p.wall_s:.2f} s")
+        console.print(t)
+    t0 = time.perf_counter()
+    fn, args = gpt_train_step_shapes(layers=96, d_model=12288, heads=96, seq=2048, batch=2048, vocab=51200)
+    c = tpusim.compile(fn, *args, device="v4-8192", mesh={"data": 4, "fsdp": 256, "model": 4}, in_specs=gpt_specs(args[0]))
+    est = c.estimate()
+    wall = time.perf_counter() - t0
+    mfu = 6 * 175e9 * 2048 * 2048 / 4096 / est.time_s / 275e12
+    console.print(f"GPT-3 175B (96 layers, d_model 12288, seq 2048, 2048 sequences) on v4-8192 (4096 chips, mesh data 4 x "
+                  f"fsdp 256 x model 4, remat): step {est.time_s:.2f} s, MFU (6ND) {mfu:.1%}, communication "
+                  f"{est.communication_s:.2f} s ({est.exposed_communication_s:.2f} s exposed), peak HBM "
+                  f"{est.peak_hbm_bytes / 2**30:.1f} GiB per chip; simulated in {wall:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
