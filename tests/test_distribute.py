@@ -71,14 +71,9 @@ def test_mesh_must_match_the_slice():
 
 
 def _transformer():
-    from tpusim.models import transformer_block, transformer_block_params
+    from tpusim.models import transformer_example
 
-    params = transformer_block_params(d_model=64, heads=4, d_ff=128)
-    heads = int(params.pop("heads"))
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(8, 16, 64)).astype(np.float32)
-    mask = np.tril(np.ones((16, 16), bool))[None].repeat(8, 0)
-    return (lambda p, x, m: transformer_block(p, x, m, heads)), params, x, mask
+    return transformer_example(batch=8, seq=16, d_model=64, heads=4, d_ff=128)
 
 
 def _tp_specs(params):

@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 
 import tpusim
-from tpusim.models import classic_cnn, lstm_text_model, resnet50, transformer_block, transformer_block_params, vgg16_transfer
+from tpusim.models import classic_cnn, lstm_text_model, resnet50, transformer_example, vgg16_transfer
 from tpusim.reference import bf16_reference, relative_error
 
 
 def _transformer():
-    params = transformer_block_params(d_model=128, heads=4, d_ff=512)
-    heads = int(params.pop("heads"))
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 32, 128)).astype(np.float32)
-    mask = np.tril(np.ones((32, 32), bool))[None].repeat(2, 0)
-    fn = lambda p, x, m: transformer_block(p, x, m, heads)  # noqa: E731
+    fn, params, x, mask = transformer_example(batch=2, seq=32, d_model=128, heads=4, d_ff=512)
     return fn, (params, x, mask), fn(params, x, mask)
 
 

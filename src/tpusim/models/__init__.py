@@ -8,7 +8,8 @@ from tpusim.models.zoo import (
     resnet50,
     transformer_block,
     transformer_block_params,
+    transformer_example,
     vgg16_transfer,
 )
 
-__all__ = ["bert_base_shapes", "classic_cnn", "lstm_text_model", "resnet50", "transformer_block", "transformer_block_params", "vgg16_transfer"]
+__all__ = ["bert_base_shapes", "classic_cnn", "lstm_text_model", "resnet50", "transformer_block", "transformer_block_params", "transformer_example", "vgg16_transfer"]

@@ -188,3 +188,17 @@ def gpt_specs(params: Any, data_axes: Any = ("data", "fsdp"), fsdp: str | None =
     layer = {"wq": col, "wk": col, "wv": col, "w1": col, "wo": row, "w2": row, "ln1": None, "ln2": None}
     p = {"embed": P(model, fsdp), "layers": layer, "ln_f": None}
     return p, {"m": p, "v": p}, P(data_axes)
+
+
+def transformer_example(batch: int = 2, seq: int = 32, d_model: int = 128, heads: int = 4, d_ff: int = 512,
+                        seed: int = 0) -> tuple[Any, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(fn, params, x, causal mask) for the plain-JAX transformer block, with random data."""
+    params = transformer_block_params(d_model=d_model, heads=heads, d_ff=d_ff, seed=seed)
+    params.pop("heads")
+    x = np.random.default_rng(seed).normal(size=(batch, seq, d_model)).astype(np.float32)
+    mask = np.tril(np.ones((seq, seq), bool))[None].repeat(batch, 0)
+
+    def fn(p: dict[str, Any], x: jax.Array, m: jax.Array) -> jax.Array:
+        return transformer_block(p, x, m, heads)
+
+    return fn, params, x, mask
