@@ -63,5 +63,5 @@ def test_scale_command(tmp_path):
     result = runner.invoke(app, ["scale", "gpt", "--device", "v5e", "--chips", "1,4", "--batch-per-chip", "1",
                                  "--plot", str(png)], env={"COLUMNS": "220"})
     assert result.exit_code == 0, result.output
-    assert "scaling" in result.output and "v5e-4" in result.output
+    assert "scaling" in result.output and "plot written" in result.output
     assert png.stat().st_size > 10_000

@@ -8,7 +8,17 @@ from rich.console import Console
 from tpusim.errors import TpusimError
 
 app = typer.Typer(help="tpusim: a software TPU for JAX and Keras models.", no_args_is_help=True, add_completion=False)
-console = Console()
+
+
+class _LazyConsole:
+    """A rich Console made when first used by a command, so it sizes itself to the terminal
+    (or COLUMNS) of that call rather than of the import."""
+
+    def __getattr__(self, name: str):
+        return getattr(Console(), name)
+
+
+console = _LazyConsole()
 
 
 @app.command()
