@@ -15,6 +15,13 @@ def test_documented_constants_are_the_fit_on_the_stated_subset():
     fitted = fit_constants()
     assert fitted.grid_step_s == pytest.approx(DEFAULT_CONSTANTS.grid_step_s, rel=0.02)
     assert fitted.host_dispatch_s == pytest.approx(DEFAULT_CONSTANTS.host_dispatch_s, rel=0.02)
+    assert fitted.collective_fixed_s == pytest.approx(DEFAULT_CONSTANTS.collective_fixed_s, rel=0.05)
+
+
+def test_measured_collectives_are_predicted_within_15_percent():
+    coll = [c for c in validate() if "ppermute" in c.id and c.fit is None]
+    assert len(coll) >= 3
+    assert all(abs(c.error) < 0.15 for c in coll), [(c.id, round(c.error, 3)) for c in coll]
 
 
 def test_held_out_measurements_are_predicted_within_15_percent():

@@ -46,6 +46,10 @@ class TimingConstants:
     # measurements taken that way, never to device time. CALIBRATED: fitted on the XLA bf16
     # 1024^3 matmul of the same guide (v5e).
     host_dispatch_s: float = 1.065e-4
+    # Fixed cost of one collective beyond its hops and bytes (synchronization, DMA setup).
+    # CALIBRATED: fitted on the small-payload (1-16 KiB) lax.ppermute timings on v5p-8 in
+    # marin-community/marin issue #6736; the larger payloads there are held out.
+    collective_fixed_s: float = 3.9e-6
     dma_latency_s: float = 0.5e-6  # first byte of an HBM->VMEM transfer
     loop_iteration_s: float = 0.2e-6  # loop bookkeeping per scan/while iteration
     transcendental_cost: float = 4.0  # VPU slots per element for exp/tanh/... vs 1 for add
@@ -161,9 +165,9 @@ class TensorCoreTimer:
             return KernelTime(kernel.name, kernel.kind, t, 0.0, float(2 * dst.nbytes), "memory", dma_s=t, where=kernel.where)
         nbytes = dst.nbytes if op.prim == "all_gather" else src.nbytes
         cost = collective_cost(op.prim, float(nbytes), tuple(op.params["axes"]), self.mesh)  # type: ignore[arg-type]
-        t = cost.time_s + self.k.kernel_launch_s
+        t = cost.time_s + self.k.collective_fixed_s
         return KernelTime(kernel.name, kernel.kind, t, float(kernel.counts.flops), float(nbytes), "communication",
-                          overhead_s=self.k.kernel_launch_s, comm_s=t, where=kernel.where)
+                          overhead_s=self.k.collective_fixed_s, comm_s=t, where=kernel.where)
 
     def _roofline(self, kernel: Kernel) -> KernelTime:
         c = kernel.counts

@@ -1,7 +1,9 @@
 """`tpusim validate`: predicted vs published measured timings, and the fit of the two global
 calibration constants on their stated subsets.
 
-Calibration (see TimingConstants): `grid_step_s` is fitted on the entries marked
+Calibration (see TimingConstants): `collective_fixed_s` is fitted on the entries marked
+`fit: collective_fixed_s` (the smallest ppermute payloads, where the fixed cost dominates).
+`grid_step_s` is fitted on the entries marked
 `fit: grid_step_s` (Pallas kernels with 128-cube blocks, where per-step overhead dominates):
 the residual (measured - modelled without it - dispatch) divided by the number of grid steps,
 averaged. `host_dispatch_s` (the cost of one jitted call from Python, added only to entries
@@ -57,6 +59,8 @@ def _workload(entry: dict[str, Any]):
 
 
 def _describe(entry: dict[str, Any]) -> str:
+    if entry["kind"] != "matmul":
+        return f"{entry['kind']} {entry['bytes'] / 2**10:g} KiB per device"
     text = f"{entry['kind']} {entry['m']}x{entry['k']}x{entry['n']} {entry.get('dtype', 'f32')}"
     if "tiles" in entry:
         text += " blocks " + "x".join(str(t) for t in entry["tiles"])
@@ -65,8 +69,20 @@ def _describe(entry: dict[str, Any]) -> str:
     return text
 
 
+def _collective_time(entry: dict[str, Any], constants: TimingConstants) -> float:
+    from tpusim.distribute import parse_system
+    from tpusim.distribute.collectives import collective_cost
+    from tpusim.distribute.mesh import make_mesh
+
+    system = parse_system(entry["device"])
+    mesh = make_mesh(system, {"data": system.slice.devices})
+    return collective_cost(entry["kind"], float(entry["bytes"]), ("data",), mesh).time_s + constants.collective_fixed_s
+
+
 def _model_parts(entry: dict[str, Any], constants: TimingConstants) -> tuple[float, int]:
     """(device time with `constants`, number of MXU grid steps)."""
+    if entry["kind"] != "matmul":
+        return _collective_time(entry, constants), 0
     fn, args = _workload(entry)
     compiled = tpu_compile(fn, *args, device=entry["device"], tiles=tuple(entry["tiles"]) if "tiles" in entry else None)
     est = estimate_program(compiled.program, resolve_device(entry["device"]), compiled.counts().flops, constants)
@@ -78,7 +94,9 @@ def fit_constants(data: dict[str, Any] | None = None) -> TimingConstants:
     """Refit grid_step_s and host_dispatch_s on their stated subsets."""
     data = data or load_measurements()
     entries = data["measurements"]
-    base = replace(DEFAULT_CONSTANTS, grid_step_s=0.0, host_dispatch_s=0.0)
+    base = replace(DEFAULT_CONSTANTS, grid_step_s=0.0, host_dispatch_s=0.0, collective_fixed_s=0.0)
+    coll = [e["measured_s"] - _collective_time(e, base) for e in entries if e.get("fit") == "collective_fixed_s"]
+    base = replace(base, collective_fixed_s=sum(coll) / len(coll) if coll else DEFAULT_CONSTANTS.collective_fixed_s)
     step_fits = []
     for e in entries:
         if e.get("fit") == "grid_step_s":
