@@ -223,3 +223,33 @@ def test_multislice_data_parallel_over_dcn():
     assert multi.distribution.mesh.axes[0].over_dcn
     np.testing.assert_allclose(multi.run(w, x), ref, rtol=1e-5, atol=1e-6)
     assert multi.estimate().communication_s > 3 * single.estimate().communication_s
+
+
+def test_cnn_training_step_tensor_parallel_dense_layers():
+    """Megatron split of the CNN's Dense layers (column then row) with data parallelism on top,
+    given as a jax.sharding.AbstractMesh."""
+    from tpusim.datasets import digits
+    from tpusim.keras.training import _named_train_step, _state
+    from tpusim.models import classic_cnn
+    from tpusim.reference import relative_error
+
+    x, y = digits()
+    bx, by = x[:32], y[:32]
+    model = classic_cnn()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model._symbolic_build(data_batch=(bx, by))
+    state, step = _state(model), _named_train_step(model)
+    paths = [v.path for v in model.trainable_variables]
+    tp = {"classic_cnn/dense/kernel": P(None, "model"), "classic_cnn/dense/bias": P("model"),
+          "classic_cnn/dense_1/kernel": P("model", None)}
+    specs = (([tp.get(p) for p in paths], None, None, None), P("data"))
+    mesh = jax.sharding.AbstractMesh((2, 2), ("data", "model"))
+    logs1, st1 = tpusim.compile(step, state, (bx, by), device="v4", precision="highest").run(state, (bx, by))
+    c = tpusim.compile(step, state, (bx, by), device="v4-8", mesh=mesh, in_specs=specs, precision="highest")
+    logs4, st4 = c.run(state, (bx, by))
+    assert float(logs4["loss"]) == pytest.approx(float(logs1["loss"]), rel=1e-5)
+    upd1 = [np.asarray(n) - np.asarray(o) for n, o in zip(st1[0], state[0])]
+    upd4 = [np.asarray(n) - np.asarray(o) for n, o in zip(st4[0], state[0])]
+    assert relative_error(upd4, upd1) < 1e-4
+    axes = {tuple(op.params["axes"]) for op in c.distribution.sharded.collectives if op.prim == "all_reduce"}
+    assert ("model",) in axes and ("data",) in axes

@@ -152,7 +152,7 @@ def compile(
     vmem_fraction: float = DEFAULT_VMEM_FRACTION,
     check_memory: bool = True,
     tiles: tuple[int, int, int] | None = None,
-    mesh: dict[str, int] | None = None,
+    mesh: Any = None,
     in_specs: Any = None,
 ) -> Compiled:
     """Compile a JAX function or Keras 3 model for a simulated chip.
@@ -163,7 +163,8 @@ def compile(
     and convolution (as a hand-tuned Pallas kernel would); by default the compiler picks it.
 
     Many chips: `device` may name a slice ("v4-32", "v5e-16", "2xv5e-256"); `mesh` names its
-    axes ({"data": 8, "model": 2}, default one "data" axis over every device) and `in_specs`
+    axes ({"data": 8, "model": 2}, or a jax.sharding.Mesh/AbstractMesh; default one "data" axis
+    over every device) and `in_specs`
     gives a jax.sharding.PartitionSpec (or None: replicated) per argument, or a pytree of them.
     The SPMD pass splits the program per device and inserts the collectives.
     """
@@ -173,6 +174,8 @@ def compile(
         raise TpusimError(f"vmem_fraction must be in (0, 1], got {vmem_fraction}")
     from tpusim.distribute.topology import parse_system
 
+    if mesh is not None and not isinstance(mesh, dict):  # a jax.sharding.Mesh / AbstractMesh
+        mesh = dict(getattr(mesh, "shape", {}))
     system = parse_system(str(device)) if isinstance(device, (str, Path)) else None
     chip = system.chip if system is not None else resolve_device(device)
     if mesh is not None and system is None:
