@@ -40,9 +40,9 @@ def demo(device: str = typer.Option("v4", help="chip name or chip YAML path"),
         result = run_demo(device, batch, console)
     except TpusimError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     if not result["ok"]:
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -65,7 +65,7 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
             est = compiled.estimate()
     except TpusimError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console.print(ops_table(est, limit=top or None))
     console.print(estimate_summary(est, f"{compiled.name} on {compiled.chip.display_name} (precision {compiled.precision})"))
     if trace:
@@ -126,7 +126,7 @@ def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt
             points = scaling_curve(model, device, counts, batch_per_chip)
     except TpusimError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     unit = "images/s" if model == "resnet50" else "tokens/s"
     t = Table(title=f"{model} training step on {device}: scaling")
     for col in ("chips", "slice", "global batch", "step time", f"throughput ({unit})", "efficiency", "compute",

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tpusim.hardware.chip import Chip
-from tpusim.ir.opset import Category, category_of
 from tpusim.program.program import Kernel, Program
 from tpusim.sim.mxu_timing import folds, ws_cycles_for_folds
 
