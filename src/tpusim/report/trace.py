@@ -1,4 +1,5 @@
-"""Chrome / Perfetto trace of an estimate: one track per MXU, the VPU, DMA and the kernels.
+"""Chrome / Perfetto trace of an estimate: one track per MXU, the VPU, DMA, collectives and the
+kernels (a collective's bar spans its full duration, the part hidden behind compute included).
 
 Open the JSON in https://ui.perfetto.dev or chrome://tracing. Times are the model's, not a
 measurement: within a kernel, DMA starts after the launch overhead and the MXUs and VPU run
@@ -31,6 +32,10 @@ def _events(op: KernelTime, t0: float, n_mxu: int, out: list[dict[str, Any]]) ->
                 t += child.time_s
             t += (op.time_s - body * iterations) / max(1, iterations)
         return
+    if op.kind == "collective":
+        out.append({"name": op.name, "ph": "X", "pid": 1, "tid": 3 + n_mxu, "ts": t0 * us,
+                    "dur": (op.time_s + op.hidden_s) * us, "args": {"hidden_s": op.hidden_s}})
+        return
     start = t0 + op.overhead_s
     if op.mxu_s:
         for m in range(n_mxu):
@@ -43,7 +48,8 @@ def _events(op: KernelTime, t0: float, n_mxu: int, out: list[dict[str, Any]]) ->
 
 def trace_events(est: Estimate, n_mxu: int) -> dict[str, Any]:
     events: list[dict[str, Any]] = []
-    names = {0: "kernels"} | {1 + m: f"MXU {m}" for m in range(n_mxu)} | {1 + n_mxu: "VPU", 2 + n_mxu: "DMA (HBM<->VMEM)"}
+    names = {0: "kernels"} | {1 + m: f"MXU {m}" for m in range(n_mxu)} | {1 + n_mxu: "VPU", 2 + n_mxu: "DMA (HBM<->VMEM)",
+                                                                           3 + n_mxu: "ICI / DCN collectives"}
     for tid, name in names.items():
         events.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}})
         events.append({"name": "thread_sort_index", "ph": "M", "pid": 1, "tid": tid, "args": {"sort_index": tid}})
