@@ -65,3 +65,20 @@ def test_scale_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "scaling" in result.output and "plot written" in result.output
     assert png.stat().st_size > 10_000
+
+
+def test_run_command_on_a_slice_traces_collectives(tmp_path):
+    import json
+
+    script = tmp_path / "tp.py"
+    script.write_text(
+        "import jax, jax.numpy as jnp\nfrom jax.sharding import PartitionSpec as P\n"
+        "def model(w, x):\n    return jnp.tanh(x @ w)\n"
+        "inputs = (jax.ShapeDtypeStruct((512, 512), jnp.float32), jax.ShapeDtypeStruct((64, 512), jnp.float32))\n"
+        "mesh = {'m': 4}\nin_specs = (P('m', None), P(None, 'm'))\n")
+    trace = tmp_path / "t.json"
+    result = runner.invoke(app, ["run", str(script), "--device", "v5e-4", "--trace", str(trace)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    events = json.loads(trace.read_text())["traceEvents"]
+    ici = next(e["tid"] for e in events if e["name"] == "thread_name" and e["args"]["name"].startswith("ICI"))
+    assert any(e.get("ph") == "X" and e["tid"] == ici for e in events)

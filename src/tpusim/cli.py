@@ -61,7 +61,8 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
         with console.status(f"loading {script}..."):
             model, inputs, options = load_model_script(script)
         with console.status(f"compiling for {device}..."):
-            compiled = tpu_compile(model, *inputs, device=device, precision=precision or options["precision"])
+            sharding = {"mesh": options["mesh"], "in_specs": options["in_specs"]} if options["mesh"] else {}
+            compiled = tpu_compile(model, *inputs, device=device, precision=precision or options["precision"], **sharding)
             est = compiled.estimate()
     except TpusimError as e:
         console.print(f"[red]error:[/red] {e}")

@@ -3,8 +3,8 @@
 The convention: the script defines, at module level,
     model  = a Keras 3 model or a JAX function
     inputs = its example arguments (one array/ShapeDtypeStruct, or a tuple of them)
-or a function `tpusim_model()` that returns `(model, inputs)`. An optional `precision` string
-sets the default precision.
+or a function `tpusim_model()` that returns `(model, inputs)`. Optional: `precision` (the default
+precision), and for slices `mesh` (axis sizes) and `in_specs` (PartitionSpecs per input).
 """
 
 from __future__ import annotations
@@ -45,5 +45,6 @@ def load_model_script(path: str | Path) -> tuple[Any, tuple[Any, ...], dict[str,
             "`tpusim_model()` returning (model, inputs)")
     if not isinstance(inputs, tuple):
         inputs = (inputs,)
-    options = {"precision": getattr(module, "precision", "default")}
+    options = {"precision": getattr(module, "precision", "default"), "mesh": getattr(module, "mesh", None),
+               "in_specs": getattr(module, "in_specs", None)}
     return model, inputs, options
