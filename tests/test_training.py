@@ -163,3 +163,17 @@ def test_training_oom_names_what_is_too_big():
     assert {"parameters", "optimizer state"} <= set(kinds)
     assert "activation saved for the backward pass" in str(e.value)
     assert kinds["optimizer state"] == pytest.approx(2 * kinds["parameters"], rel=0.05)  # Adam: two moments
+
+
+def test_fit_on_a_slice_is_data_parallel():
+    """fit(device="v5e-4") runs every step data parallel on 4 simulated devices, and learns
+    like the single-chip run."""
+    x, y = digits()
+    losses = {}
+    for device in ("v5e", "v5e-4"):
+        model = _compiled_cnn()
+        h = tpusim.keras.fit(model, x[:256], y[:256], epochs=2, batch_size=64, device=device, shuffle=False, verbose=0)
+        losses[device] = h.history["loss"]
+        step = next(iter(h.compiled.values()))
+        assert (step.distribution is not None) == (device == "v5e-4")
+    np.testing.assert_allclose(losses["v5e-4"], losses["v5e"], rtol=2e-2)

@@ -251,7 +251,8 @@ class _Partitioner:
         return local
 
     # ---- ops ---------------------------------------------------------------------------------
-    def run(self, graph: Graph, in_shardings: list[Sharding]) -> tuple[list[Value], list[Value]]:
+    def run(self, graph: Graph, in_shardings: list[Sharding]) -> list[Value]:
+        """Partition every op of `graph`; returns the per-device input values."""
         local_inputs = []
         for v, sh in zip(graph.inputs, in_shardings):
             self.check(sh)
@@ -260,7 +261,7 @@ class _Partitioner:
             local_inputs.append(lv)
         for op in graph.ops:
             self.op(op)
-        return local_inputs, []
+        return local_inputs
 
     def op(self, op: Op) -> None:
         if op.prim == "broadcast_in_dim" and self._is_small_replicated(op):
@@ -479,10 +480,11 @@ def _conv(p: _Partitioner, op: Op) -> Plan:
     od: list[Axes] = [() for _ in op.outputs[0].shape]
     used: set[str] = set()
     partial: set[str] = set()
-    if c.groups == 1 and c.batch_groups == 1:
+    if c.batch_groups == 1:  # the batch split is independent of everything else (depthwise too)
         b = lhs.dims[c.lhs_spec[0]]
         ld[c.lhs_spec[0]] = od[c.out_spec[0]] = b
         used |= set(b)
+    if c.groups == 1 and c.batch_groups == 1:
         fo = rhs.dims[c.rhs_spec[0]]
         if not set(fo) & used:
             rd[c.rhs_spec[0]] = od[c.out_spec[1]] = fo
@@ -637,7 +639,7 @@ def shard_graph(graph: Graph, mesh_axes: dict[str, int], in_specs: list[Any]) ->
     """Partition `graph` for a mesh: `in_specs` has one PartitionSpec (or None) per input."""
     p = _Partitioner(mesh_axes)
     in_shardings = [sharding_from_spec(s, len(v.shape)) for v, s in zip(graph.inputs, in_specs)]
-    local_inputs, _ = p.run(graph, in_shardings)
+    local_inputs = p.run(graph, in_shardings)
     outs = []
     out_shardings = []
     for v in graph.outputs:

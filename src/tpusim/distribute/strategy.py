@@ -43,10 +43,7 @@ class TPUStrategy:
 
     def training_step(self, model: Any, x: Any, y: Any, precision: str = "default") -> Compiled:
         """Keras's training step with state replicated and (x, y) split over the replicas."""
-        from tpusim.keras.training import _check_model, _named_train_step, _state
+        from tpusim.keras.training import training_step
 
-        _check_model(model)
         self._check_batch(x.shape[0])
-        model._symbolic_build(data_batch=(x[:1], y[:1]) if hasattr(x, "__getitem__") else None)
-        return tpu_compile(_named_train_step(model), _state(model), (x, y), device=self.device,
-                           mesh={"data": self.num_replicas_in_sync}, in_specs=(None, P("data")), precision=precision)
+        return training_step(model, x, y, self.device, precision)

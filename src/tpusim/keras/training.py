@@ -84,10 +84,23 @@ def _length(data: Any) -> int:
 
 
 def training_step(model: Any, batch_x: Any, batch_y: Any, device: str | Chip = "v5e", precision: str = "default") -> Compiled:
-    """Compile one Keras training step (forward, backward, optimizer, metrics) for a chip."""
+    """Compile one Keras training step (forward, backward, optimizer, metrics) for a chip. On a
+    slice ("v4-16") the step is data parallel: state replicated, the batch split over every
+    device (replicated instead when the batch does not divide)."""
+    from jax.sharding import PartitionSpec as P
+
+    from tpusim.distribute.topology import parse_system
+
     _check_model(model)
     model._symbolic_build(data_batch=(batch_x, batch_y))
-    return tpu_compile(_named_train_step(model), _state(model), (batch_x, batch_y), device=device, precision=precision)
+    system = parse_system(device) if isinstance(device, str) else None
+    sharding: dict[str, Any] = {}
+    if system is not None:
+        replicas = system.slice.devices * system.num_slices
+        split = np.shape(jax.tree.leaves(batch_x)[0])[0] % replicas == 0
+        sharding = {"mesh": {"data": replicas}, "in_specs": (None, P("data") if split else None)}
+    return tpu_compile(_named_train_step(model), _state(model), (batch_x, batch_y), device=device, precision=precision,
+                       **sharding)
 
 
 def _named_train_step(model: Any) -> Callable[..., Any]:
