@@ -79,9 +79,13 @@ def _matmul(n, dtype=jnp.bfloat16):
 
 
 @pytest.mark.parametrize("device", ["v4", "v5e", "v6e"])
-def test_big_bf16_matmul_reaches_90_percent_of_peak(device):
+def test_big_bf16_matmul_reaches_the_calibrated_fraction_of_peak(device):
+    """A large matmul runs at the generation's sustained MXU fraction (measured: v6e 90% of
+    peak at 8192^3), less only fill, drain and per-step overhead."""
+    from tpusim.sim.calibration import calibration_for
+
     est = tpusim.compile(*_matmul(8192), device=device).estimate()
-    assert est.mxu_utilization >= 0.90
+    assert 0.9 * calibration_for(device).mxu_efficiency <= est.mxu_utilization <= calibration_for(device).mxu_efficiency
     assert est.ops[0].bound == "compute"
 
 

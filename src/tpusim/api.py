@@ -207,7 +207,7 @@ def compile(
     graph = assign_precision(graph, precision, chip.mxu_dtype)
     fused = fuse(graph)
     t = stage("fuse", t)
-    program = emit_program(fused, chip.mxu_shape, int(chip.vmem_bytes * vmem_fraction), tiles)
+    program = emit_program(fused, chip.mxu_shape, int(chip.vmem_bytes * vmem_fraction), tiles, chip.cores_per_device)
     t = stage("tile+emit", t)
     allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name)
     stage("allocate", t)

@@ -81,22 +81,55 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
 
 
 @app.command()
-def validate(refit: bool = typer.Option(False, help="refit the calibration constants on their stated subsets first")) -> None:
-    """Predicted vs published measured timings, with the error of each."""
+def validate(refit: bool = typer.Option(False, help="refit the calibration constants on their stated subsets first"),
+             family: str = typer.Option(None, help="also list the rows of this kernel family, worst first "
+                                                   "(e.g. 'v4 GEMM f16')"),
+             rows: int = typer.Option(20, help="how many rows of --family to list")) -> None:
+    """Predicted vs published measured timings: ~7,700 single-chip kernels over TPU v4, v6e
+    and TPU7x by family (in-sample and held-out error apart), and whole-program checks."""
     from rich.table import Table
 
     from tpusim.sim.timing import DEFAULT_CONSTANTS
+    from tpusim.validation import kernels
     from tpusim.validation.validate import fit_constants, load_measurements, validate as run_validate
 
-    constants = DEFAULT_CONSTANTS
+    known = sorted({r.family for r in kernels.measured_rows()})
+    if family is not None and family not in known:
+        raise typer.BadParameter(f"unknown family {family!r}; known: {', '.join(known)}", param_hint="--family")
+    constants, cals = DEFAULT_CONSTANTS, {}
     if refit:
-        with console.status("refitting grid_step_s and host_dispatch_s..."):
+        with console.status("refitting grid_step_s, host_dispatch_s and the per-generation calibration..."):
             constants = fit_constants()
+            cals = kernels.fit()
         console.print(f"fitted: grid_step_s = {constants.grid_step_s * 1e6:.3f} us, "
                       f"host_dispatch_s = {constants.host_dispatch_s * 1e6:.1f} us")
-    with console.status("estimating every measured workload..."):
+        for gen, cal in cals.items():
+            console.print(f"fitted {gen}: " + ", ".join(f"{k} = {v['value']:.4g}" for k, v in cal.describe().items()))
+    with console.status("estimating every measured kernel..."):
+        results = kernels.evaluate(None, cals)
+    t = Table(title="tpusim vs measured single-chip kernels (|error| medians)")
+    for col in ("family", "rows", "fitted on", "in-sample", "held out", "held out <=10%", "<=25%"):
+        t.add_column(col, justify="left" if col == "family" else "right")
+    pct = lambda x: "-" if x is None else f"{x:.1%}"  # noqa: E731
+    for f in kernels.summarize(results):
+        t.add_row(f["family"], str(f["rows"]), str(f["fitted_rows"]), pct(f["fit_median"]), pct(f["held_out_median"]),
+                  pct(f["held_within_10"]), pct(f["held_within_25"]))
+    console.print(t)
+    for gen, const, text, _ in kernels.FIT_SUBSETS:
+        console.print(f"[dim]fit {gen} {const}: {text}[/dim]")
+    if family is not None:
+        ft = Table(title=f"{family}: worst rows")
+        for col in ("id", "measured", "predicted", "error", "role", "source"):
+            ft.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left")
+        picked = sorted((r for r in results if r.row.family == family), key=lambda r: -abs(r.error))[:rows]
+        for r in picked:
+            ft.add_row(r.row.id, f"{r.row.measured_s * 1e6:.2f} us", f"{r.predicted_s * 1e6:.2f} us", f"{r.error:+.1%}",
+                       f"fit {r.role}" if r.role else "held out", r.row.source)
+        console.print(ft)
+
+    with console.status("estimating the whole-program measurements..."):
         checks = run_validate(constants)
-    t = Table(title="tpusim vs published measurements")
+    t = Table(title="tpusim vs published whole-program measurements")
     for col in ("id", "device", "workload", "measured", "predicted", "error", "role"):
         t.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left")
     for c in checks:

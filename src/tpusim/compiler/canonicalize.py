@@ -20,7 +20,14 @@ def _is_identity(op: Op) -> bool:
     return False
 
 
-def canonicalize(graph: Graph) -> Graph:
+def _explicit_copy(op: Op, graph: Graph) -> bool:
+    """`jnp.copy(x)` of a program input returned as an output: without donation XLA must write
+    a new buffer, so the copy is real work (a copy kernel), not an identity."""
+    return (op.prim in ("copy", "copy_p") and op.inputs[0] in graph.inputs
+            and any(o is op.outputs[0] for o in graph.outputs))
+
+
+def canonicalize(graph: Graph, top: bool = True) -> Graph:
     """Remove identity ops (nested bodies too), rewiring their users. Returns a new Graph."""
     alias: dict[int, Value] = {}
 
@@ -33,8 +40,8 @@ def canonicalize(graph: Graph) -> Graph:
     for op in graph.ops:
         op.inputs = [resolve(v) for v in op.inputs]
         if op.subgraphs:
-            op.subgraphs = {k: canonicalize(g) for k, g in op.subgraphs.items()}
-        if _is_identity(op):
+            op.subgraphs = {k: canonicalize(g, top=False) for k, g in op.subgraphs.items()}
+        if _is_identity(op) and not (top and _explicit_copy(op, graph)):
             for i, o in zip(op.inputs, op.outputs):
                 alias[o.id] = i
             continue

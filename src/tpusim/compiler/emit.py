@@ -35,10 +35,12 @@ def _fused_counts(op: Op) -> Counts:
 
 
 class ProgramBuilder:
-    def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int, tiles: tuple[int, int, int] | None = None) -> None:
+    def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int, tiles: tuple[int, int, int] | None = None,
+                 cores: int = 1) -> None:
         self.mxu_shape = mxu_shape
         self.vmem_budget = vmem_budget
         self.tiles = tiles
+        self.cores = cores
         self.count = 0
 
     def build(self, graph: Graph) -> Program:
@@ -68,14 +70,15 @@ class ProgramBuilder:
 
     def mxu_kernel(self, op: Op) -> Kernel:
         anchor: Op = op.params["anchor"]
-        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles)
+        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles, self.cores)
         fused = op.subgraphs["fused"]
         lhs_v, rhs_v = (_kernel_source(v, fused, op.inputs) for v in anchor.inputs[:2])
-        lhs_t, rhs_t, out_t = mxu_hbm_traffic(anchor, plan)
+        lhs_t, rhs_t, _ = mxu_hbm_traffic(anchor, plan)
         anchor_ids = {lhs_v.id, rhs_v.id}
         extra_in = [v for v in op.inputs if v.id not in anchor_ids]
-        extra_out = [v for v in op.outputs if v is not anchor.outputs[0]]
-        side = _hbm(extra_in) + _hbm(extra_out)
+        # What leaves the kernel is the fusion's outputs (the epilogue's result, not the raw
+        # product it consumed in VMEM), each written once.
+        side = _hbm(extra_in) + _hbm(list(op.outputs))
         ga = ("m", "n", "k")
         specs = [
             BlockSpec(lhs_v, (plan.tm, plan.tk), ("m", "k")),
@@ -94,7 +97,7 @@ class ProgramBuilder:
             steps.append(Step("vpu", "epilogue on last k step: " + ", ".join(epilogue), flops=plan.tm * plan.tn * len(epilogue)))
         steps.append(Step("dma_out", f"out block {plan.tm}x{plan.tn} on last k step", plan.tm * plan.tn * plan.out_itemsize))
         counts = _fused_counts(op)
-        hbm = lhs_t + rhs_t + out_t + side
+        hbm = lhs_t + rhs_t + side
         counts.bytes = float(hbm)
         return Kernel(self._name(op.params["kind"], op.scope), op.params["kind"], op, list(op.inputs), list(op.outputs),
                       plan.grid, ga, specs, steps, counts, hbm, op.where, plan)
@@ -129,7 +132,7 @@ class ProgramBuilder:
         if cat is Category.CONTROL:
             kind = op.prim
             for name, g in op.subgraphs.items():
-                bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget, self.tiles).build(g)
+                bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget, self.tiles, self.cores).build(g)
             hbm = sum(k.hbm_bytes for b in bodies.values() for k in b.kernels) * int(op.params.get("trip_count") or 1)
             grid: tuple[int, ...] = (int(op.params.get("trip_count") or 1),)
             axes: tuple[str, ...] = ("iteration",)
@@ -149,7 +152,7 @@ class ProgramBuilder:
 
 
 def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int,
-                 tiles: tuple[int, int, int] | None = None) -> Program:
-    return ProgramBuilder(mxu_shape, vmem_budget, tiles).build(graph)
+                 tiles: tuple[int, int, int] | None = None, cores: int = 1) -> Program:
+    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores).build(graph)
 
 

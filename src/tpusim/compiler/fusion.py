@@ -7,6 +7,10 @@
   by a reduction is consumed in a later kernel (it needs the whole reduction first).
 - Cheap ops whose inputs are all parameters/inputs (broadcast of a bias, reshape of a BN
   scale) are computed inside each kernel that needs them, not materialized.
+- A cheap elementwise value made in an earlier loop kernel is recomputed in a later one that
+  needs it (from that kernel's own inputs) rather than written to HBM and read back, when
+  recomputing reads fewer bytes than the write and the read it saves: XLA duplicates such producers into each consumer fusion
+  (layer norm's `x - mean` is computed twice, never stored).
 - Windowed reductions, gathers/scatters and control flow stay kernels of their own; loop and
   branch bodies are fused recursively.
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from tpusim.ir.graph import Graph, Op, Value
-from tpusim.ir.opset import EPILOGUE, FUSIBLE, Category, category_of
+from tpusim.ir.opset import EPILOGUE, EPILOGUE_MOVEMENT, FUSIBLE, Category, category_of
 
 
 @dataclass
@@ -56,10 +60,48 @@ def fuse(graph: Graph) -> Graph:
         group.ops.append(op)
         group.local.update(o.id for o in op.outputs)
 
+    producer: dict[int, Op] = {}  # value id -> the grouped op that computes it
+
+    def duplicable(group: _Group, v: Value) -> Op | None:
+        op = producer.get(v.id)
+        if op is None or v.id in group.local or v.id not in owner:
+            return None
+        src = groups[owner[v.id]]
+        if src is group or src.kind != "loop" or v.id in src.reduce_outs:
+            return None
+        if category_of(op.prim) is Category.ELEMENTWISE or op.prim in EPILOGUE_MOVEMENT:
+            return op
+        return None
+
+    def read_cost(group: _Group, v: Value, depth: int = 0) -> int:
+        """HBM bytes `group` reads to have `v`: none if local, else the cheaper of reading it and
+        recomputing it from its own inputs."""
+        if v.id in group.local or is_immediate(v):
+            return 0
+        op = duplicable(group, v) if depth < 8 else None
+        if op is None:
+            return v.nbytes
+        return min(v.nbytes, sum(read_cost(group, u, depth + 1) for u in op.inputs))
+
+    def recompute(group: _Group, v: Value) -> None:
+        """Duplicate cheap elementwise producers from other loop kernels into `group` where
+        recomputing reads fewer bytes than the value costs in HBM (written once, read once)."""
+        op = duplicable(group, v)
+        if op is None or sum(read_cost(group, u, 1) for u in op.inputs) >= 2 * v.nbytes:
+            return
+        for u in op.inputs:
+            recompute(group, u)
+        group.ops.append(op)
+        group.local.update(o.id for o in op.outputs)
+
     def add(group: _Group, op: Op) -> None:
         if group.kind != "single":
             for v in op.inputs:
                 pull(group, v)
+                if group.kind == "loop":
+                    recompute(group, v)
+        for o in op.outputs:
+            producer[o.id] = op
         group.ops.append(op)
         group.local.update(o.id for o in op.outputs)
         idx = groups.index(group) if group in groups else len(groups)

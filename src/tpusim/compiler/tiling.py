@@ -4,7 +4,8 @@ The MXU is an R x C weight-stationary array: K (the contracted dim) maps to its 
 its columns, so both are padded up to whole arrays; M streams through and pads only to the
 sublane tile of the (8,128) layout. Among block sizes (tm, tk, tn) whose double-buffered
 operands and f32 accumulator fit the VMEM budget, the plan with the least HBM traffic wins
-(ties: fewer grid steps).
+(ties: fewer grid steps). On megacore chips a plan first gives every TensorCore a block of
+its own (M or N blocks), as XLA's megacore partitioning does.
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ def mxu_block_vmem(tm: int, tk: int, tn: int, in_itemsize: int, out_itemsize: in
     return 2 * (tm * tk + tk * tn) * in_itemsize + tm * tn * 4 + 2 * tm * tn * out_itemsize
 
 
+def operand_type(op: Op) -> str:
+    """The MXU input type of a matmul/conv, which sets its rate: the narrower operand decides
+    (an int8 weight against bf16 activations runs at the bf16 rate: the int8 is widened)."""
+    dts = [np.dtype(v.dtype) for v in op.inputs[:2]]
+    if all(d.kind in "iu" and d.itemsize == 1 for d in dts):
+        return "int8"
+    if all(d.kind in "iub" for d in dts):
+        return "int"
+    if all(d.itemsize == 1 for d in dts):
+        return "fp8"
+    if any(d == np.dtype("float16") for d in dts) and all(d.itemsize <= 2 for d in dts):
+        return "f16"
+    return "bf16" if all(d.itemsize <= 2 for d in dts) else "f32"
+
+
 def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
     """(batch, M, K, N, taps) of a matmul or convolution."""
     if op.prim == "dot_general":
@@ -52,7 +68,7 @@ def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
 
 
 def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
-             tiles: tuple[int, int, int] | None = None) -> MxuPlan:
+             tiles: tuple[int, int, int] | None = None, cores: int = 1) -> MxuPlan:
     """Block sizes for one matmul/conv op (its precision must already be assigned).
     `tiles=(tm, tk, tn)` forces the block shape, like a hand-written Pallas kernel's BlockSpecs
     (clipped to the padded problem)."""
@@ -65,7 +81,8 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
     batch, M, K, N, taps = _mxu_dims(op)
     sub = sublane_tile(np.dtype("bfloat16") if in_itemsize == 2 else in_dtype)
     Mp, Kp, Np = round_up(max(M, 1), sub), round_up(max(K, 1), rows), round_up(max(N, 1), cols)
-    plan = MxuPlan(precision, passes, batch, M, K, N, taps, Mp, Kp, Np, sub, rows, cols, 0, in_itemsize, out_itemsize)
+    plan = MxuPlan(precision, passes, batch, M, K, N, taps, Mp, Kp, Np, sub, rows, cols, 0, in_itemsize, out_itemsize,
+                   operand_type(op))
     lhs_hbm, rhs_hbm, out_hbm = _operand_hbm_bytes(op, plan)
     if tiles is not None:
         tm, tk, tn = (max(1, int(t)) for t in tiles)
@@ -80,8 +97,9 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
                 if need > vmem_budget and (tm, tk, tn) != (sub, rows, cols):
                     continue
                 traffic = lhs_hbm * _cdiv(Np, tn) + rhs_hbm * _cdiv(Mp, tm) + out_hbm
+                parallel = batch * _cdiv(Mp, tm) * _cdiv(Np, tn)
                 steps = _cdiv(Mp, tm) * _cdiv(Np, tn) * _cdiv(Kp, tk)
-                key = (traffic, steps, -tm)
+                key = (-min(parallel, cores), traffic, steps, -tm)
                 if best is None or key < best[0]:
                     best = (key, tm, tk, tn, need)
     assert best is not None
@@ -104,10 +122,16 @@ def mxu_hbm_traffic(op: Op, plan: MxuPlan) -> tuple[int, int, int]:
     return lhs_b * n_blocks, rhs_b * m_blocks, out_b
 
 
+# Largest block (all operands of one grid step) of a loop kernel: past a few MiB a bigger block
+# only lengthens the pipeline's fill and drain. A modelling choice, not calibrated.
+MAX_LOOP_BLOCK_BYTES = 8 * 2**20
+
+
 def plan_loop(total_elems: int, bytes_per_elem: int, vmem_budget: int) -> tuple[int, int]:
     """(grid steps, elements per block) for a fused elementwise/reduction kernel: blocks are
-    whole (8,128) tiles, double-buffered, sized to the VMEM budget."""
+    whole (8,128) tiles, double-buffered, sized to the VMEM budget and MAX_LOOP_BLOCK_BYTES."""
     tile = 8 * 128
-    per_block = max(tile, (vmem_budget // max(1, 2 * bytes_per_elem)) // tile * tile)
+    budget = min(vmem_budget // 2, MAX_LOOP_BLOCK_BYTES)
+    per_block = max(tile, (budget // max(1, bytes_per_elem)) // tile * tile)
     per_block = min(per_block, round_up(max(total_elems, 1), tile))
     return max(1, math.ceil(total_elems / per_block)), per_block

@@ -57,6 +57,7 @@ class Chip(BaseModel):
     clock_mhz: Sourced | None = None
     peak_bf16_tflops: Sourced | None = None
     peak_int8_tops: Sourced | None = None
+    peak_fp8_tflops: Sourced | None = None
     peak_fp32_tflops: Sourced | None = None
     sm_count: Sourced | None = None
     vpu_sublanes: Sourced | None = None
@@ -116,6 +117,16 @@ class Chip(BaseModel):
             if f is not None:
                 return f.value
         return None
+
+    def matmul_rate(self, input_type: str) -> tuple[float, str]:
+        """(speed relative to the native peak, which published peak it is) for MXU operands of
+        `input_type` ('bf16', 'int8', 'fp8'): int8 and fp8 run at their own published peaks
+        where the chip has them (2x bf16 on v5e/v6e/v5p int8, TPU7x fp8), else at the bf16 rate."""
+        native = self.peak_matmul_tflops
+        own = {"int8": self.peak_int8_tops, "fp8": self.peak_fp8_tflops}.get(input_type)
+        if own is None or not native or self.mxu_dtype == "int8":
+            return 1.0, f"{self.mxu_dtype} peak"
+        return own.value / native, f"{input_type} peak"
 
     @property
     def mxu_shape(self) -> tuple[int, int]:

@@ -62,6 +62,7 @@ class MxuPlan:
     vmem_bytes: int  # VMEM the blocks need, double-buffered
     in_itemsize: int
     out_itemsize: int
+    operand_type: str = "bf16"  # what the MXU is fed: bf16, f16, f32 (as bf16 passes), int8, fp8, int
 
     @property
     def grid(self) -> tuple[int, int, int]:

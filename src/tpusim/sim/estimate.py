@@ -7,6 +7,7 @@ from typing import Any
 
 from tpusim.hardware.chip import Chip
 from tpusim.program.program import Program
+from tpusim.sim.calibration import Calibration
 from tpusim.sim.timing import DEFAULT_CONSTANTS, KernelTime, TensorCoreTimer, TimingConstants
 
 
@@ -65,8 +66,9 @@ class Estimate:
 
 
 def estimate_program(program: Program, chip: Chip, flops: float,
-                     constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None) -> Estimate:
-    timer = TensorCoreTimer(chip, constants, mesh)
+                     constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None,
+                     calibration: Calibration | None = None) -> Estimate:
+    timer = TensorCoreTimer(chip, constants, mesh, calibration)
     ops = timer.time_program(program)
     return Estimate(chip.name, sum(o.time_s for o in ops), flops, sum(o.bytes for o in ops), program.peak_hbm_bytes,
                     sum(o.mxu_flops for o in ops), timer.peak_flops, timer.bw, ops)

@@ -1,19 +1,28 @@
 """Timing interpreter: walk a compiled Program and say how long each kernel takes, and why.
 
 Per kernel, three engines work in a double-buffered pipeline — DMA (HBM <-> VMEM), the MXUs and
-the VPU — so the steady state costs the slowest of them, plus a prologue (the first blocks in),
-an epilogue (the last block out) and a launch overhead:
+the VPU — so a kernel of several grid steps costs the slowest of them plus one step's worth of
+pipeline fill and drain; a kernel of one step cannot overlap them (in, compute, out):
 
-    time = launch + prologue + max(mxu, vpu, dma) + epilogue
+    time = floor + steps x grid_step + (max(mxu, vpu, dma) + dma / steps   if steps > 1
+                                        dma + max(mxu, vpu)                 if steps == 1)
 
+- Cores: on megacore chips (v4, v5p) a kernel spreads over both TensorCores only when its grid
+  has independent blocks for each (M/N blocks of a matmul, blocks of a loop kernel); a
+  one-block kernel runs on one core, with that core's MXUs, VPU and share of HBM bandwidth.
 - MXU: the kernel's folds (weight tiles of R x C, times precision passes) are spread over the
-  device's MXUs; each MXU streams its folds back to back with double-buffered weights
-  (sim/mxu_timing.py, checked against the cycle-level PE model and SCALE-Sim).
+  cores' MXUs; each MXU streams its folds back to back with double-buffered weights
+  (sim/mxu_timing.py, checked against the cycle-level PE model and SCALE-Sim). int8 and fp8
+  operands run at their own published peaks; the sustained fraction of peak is calibrated.
 - VPU: elements x ops over an 8 x 128 x ALUs-wide vector unit per core; transcendentals cost
   more (they go through a narrower unit).
-- DMA: the kernel's HBM bytes (tiling re-reads included) at the device's HBM bandwidth.
-- Loops cost their body times the trip count; identical grid steps and iterations are costed
-  once and multiplied, so large programs estimate in milliseconds.
+- DMA: the kernel's HBM bytes (tiling re-reads included) at the calibrated sustained fraction
+  of the HBM bandwidth.
+- floor: the fixed device time of any kernel (launch, scalar setup, first DMA round trip).
+The per-generation constants (floor, HBM and MXU efficiency, f16 rate) live in
+sim/calibration.yaml with the measured rows each was fitted on (`tpusim validate`).
+Loops cost their body times the trip count; identical grid steps and iterations are costed
+once and multiplied, so large programs estimate in milliseconds.
 Non-TPU devices (GPUs, the host CPU) get a plain roofline: max(FLOPs / peak, bytes / bandwidth)
 plus a launch overhead.
 """
@@ -25,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tpusim.hardware.chip import Chip
-from tpusim.program.program import Kernel, Program
+from tpusim.program.program import Kernel, MxuPlan, Program
+from tpusim.sim.calibration import Calibration, calibration_for
 from tpusim.sim.mxu_timing import folds, ws_cycles_for_folds
 
 Bound = Literal["compute", "memory", "vector", "overhead", "communication"]
@@ -36,20 +46,18 @@ class TimingConstants:
     """Constants that no chip file states. Each is a modelling assumption, not fitted to any
     measurement; `tpusim validate` shows how the whole model fares against public numbers."""
 
-    kernel_launch_s: float = 1.0e-6  # per kernel: scalar-core sequencing, DMA descriptor setup
     # Per grid step of a pipelined kernel (DMA issue, semaphore waits, loop bookkeeping), serial
     # with the step's work. CALIBRATED: fitted by `tpusim validate --refit` on the Pallas
     # 128x128x128-block matmuls (4096^3, 8192^3) of the JAX Pallas matmul guide on TPU v5e.
-    grid_step_s: float = 2.74e-7
+    grid_step_s: float = 2.593e-7
     # One jitted call timed from Python (host dispatch + sync); added only when comparing with
     # measurements taken that way, never to device time. CALIBRATED: fitted on the XLA bf16
     # 1024^3 matmul of the same guide (v5e).
-    host_dispatch_s: float = 1.065e-4
+    host_dispatch_s: float = 9.648e-5
     # Fixed cost of one collective beyond its hops and bytes (synchronization, DMA setup).
     # CALIBRATED: fitted on the small-payload (1-16 KiB) lax.ppermute timings on v5p-8 in
     # marin-community/marin issue #6736; the larger payloads there are held out.
     collective_fixed_s: float = 3.9e-6
-    dma_latency_s: float = 0.5e-6  # first byte of an HBM->VMEM transfer
     loop_iteration_s: float = 0.2e-6  # loop bookkeeping per scan/while iteration
     transcendental_cost: float = 4.0  # VPU slots per element for exp/tanh/... vs 1 for add
     default_vpu_alus: int = 2  # ALUs per (sublane, lane) where the chip file is silent (v4's value)
@@ -73,6 +81,8 @@ class KernelTime:
     overhead_s: float = 0.0
     start_s: float = 0.0
     mxu_flops: float = 0.0  # useful MXU FLOPs (for utilization)
+    rate: str = ""  # which published peak the MXU work ran at (bf16, int8, fp8, f16 measured)
+    cores: int = 1  # TensorCores the kernel ran on
     comm_s: float = 0.0  # time in collectives, nested loops included
     hidden_s: float = 0.0  # collective time overlapped with independent compute (not in time_s)
     where: str = ""
@@ -82,13 +92,16 @@ class KernelTime:
 class TensorCoreTimer:
     """Turns Program kernels into KernelTimes for one device of `chip`."""
 
-    def __init__(self, chip: Chip, constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None) -> None:
+    def __init__(self, chip: Chip, constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None,
+                 calibration: Calibration | None = None) -> None:
         self.chip = chip
         self.k = constants
+        self.cal = calibration or calibration_for(chip.name)
         self.mesh = mesh
         self.is_tpu = chip.kind == "tpu"
         self.cores = chip.cores_per_device
-        self.mxus = int(chip.mxus_per_core.value) * self.cores if chip.mxus_per_core else 1
+        self.mxus_per_core = int(chip.mxus_per_core.value) if chip.mxus_per_core else 1
+        self.mxus = self.mxus_per_core * self.cores
         self.rows, self.cols = chip.mxu_shape
         self.peak_flops = chip.device_peak_flops
         clock = chip.clock_mhz.value * 1e6 if chip.clock_mhz else 1e9
@@ -104,22 +117,63 @@ class TensorCoreTimer:
         self.vpu_elems_per_s = sub * lanes * alus * self.cores * self.clock_hz
 
     # ---- engines -------------------------------------------------------------------------
-    def vpu_seconds(self, flops: float, transcendentals: float) -> float:
-        return (flops + self.k.transcendental_cost * transcendentals) / self.vpu_elems_per_s
+    def vpu_seconds(self, flops: float, transcendentals: float, cores: int | None = None) -> float:
+        share = (cores or self.cores) / self.cores
+        return (flops + self.k.transcendental_cost * transcendentals) / (self.vpu_elems_per_s * share)
 
-    def dma_seconds(self, nbytes: float) -> float:
-        return nbytes / self.bw if nbytes else 0.0
+    def dma_seconds(self, nbytes: float, cores: int | None = None) -> float:
+        """HBM time at the sustained bandwidth of `cores` TensorCores (all of the device's by default)."""
+        share = (cores or self.cores) / self.cores
+        return nbytes / (self.bw * share * self.cal.hbm_efficiency) if nbytes else 0.0
 
-    def mxu_seconds(self, kernel: Kernel) -> float:
+    def mxu_rate(self, plan: MxuPlan) -> tuple[float, str]:
+        """(speed relative to the bf16 peak, label) for the kernel's operand type."""
+        if plan.operand_type == "f16" and self.cal.f16_mxu_rate != 1.0:
+            return self.cal.f16_mxu_rate, "f16 (measured rate)"
+        if plan.operand_type in ("int8", "fp8"):
+            return self.chip.matmul_rate(plan.operand_type)
+        return 1.0, f"{self.chip.mxu_dtype} peak"
+
+    def mxu_seconds(self, kernel: Kernel, cores: int | None = None) -> float:
+        """Fold schedule on the cores' MXUs. A slower operand type (f16 on a bf16 array) or a
+        faster one (int8/fp8 at 2x) scales the folds streamed; the sustained fraction of peak
+        (calibrated) scales the whole."""
         p = kernel.mxu
         assert p is not None
+        mxus = self.mxus_per_core * (cores or self.cores)
         m_blocks, n_blocks, k_steps = p.grid
         per_step = folds(p.tk, p.tn, self.rows, self.cols)
-        total_folds = p.batch * m_blocks * n_blocks * k_steps * per_step * p.passes
-        per_mxu = math.ceil(total_folds / self.mxus)
+        rate, _ = self.mxu_rate(p)
+        total_folds = p.batch * m_blocks * n_blocks * k_steps * per_step * p.passes / rate
+        per_mxu = max(1, math.ceil(total_folds / mxus))
         rows_streamed = max(1, math.ceil(p.Mp / m_blocks))
         cycles = ws_cycles_for_folds(per_mxu, rows_streamed, self.rows, self.cols)
-        return cycles / self.clock_hz
+        return cycles / self.clock_hz / self.cal.mxu_efficiency
+
+    def xlu_seconds(self, kernel: Kernel, cores: int) -> float:
+        """Cross-lane work of a windowed op whose window or stride spans the minor (lane) dim
+        (NCHW pooling over W): taps sit in neighbouring lanes, so each input vreg needs lane
+        rotations, one per extra tap, plus a compaction per stride step, on the transpose/permute
+        unit at one instruction per 8 cycles (XProf's unit rates). A modelling assumption, not
+        fitted."""
+        window = kernel.op.params.get("window_dimensions")
+        strides = kernel.op.params.get("window_strides") or (1,) * len(window or ())
+        if not window or (window[-1] <= 1 and strides[-1] <= 1):
+            return 0.0
+        vregs = math.ceil(max(v.size for v in kernel.inputs) / (8 * 128))
+        instructions = vregs * (window[-1] - 1 + strides[-1])
+        return instructions * 8 / (self.clock_hz * cores)
+
+    def cores_used(self, kernel: Kernel) -> int:
+        """Megacore: a kernel occupies both TensorCores only if its grid has a block for each."""
+        if self.cores == 1:
+            return 1
+        if kernel.mxu is not None:
+            m_blocks, n_blocks, _ = kernel.mxu.grid
+            parallel = kernel.mxu.batch * m_blocks * n_blocks
+        else:
+            parallel = math.prod(kernel.grid)
+        return max(1, min(self.cores, parallel))
 
     # ---- kernels -------------------------------------------------------------------------
     def time_kernel(self, kernel: Kernel) -> KernelTime:
@@ -130,18 +184,25 @@ class TensorCoreTimer:
         c = kernel.counts
         if not self.is_tpu:
             return self._roofline(kernel)
-        mxu_s = self.mxu_seconds(kernel) if kernel.mxu is not None else 0.0
+        cores = self.cores_used(kernel)
+        mxu_s = self.mxu_seconds(kernel, cores) if kernel.mxu is not None else 0.0
         mxu_flops = float(kernel.mxu.useful_flops) if kernel.mxu is not None else 0.0
+        rate = self.mxu_rate(kernel.mxu)[1] if kernel.mxu is not None else ""
         vpu_flops = c.flops - (mxu_flops if kernel.mxu is not None else 0.0)
         if kernel.kind == "window":
             vpu_flops = c.flops + sum(v.size for v in kernel.outputs)
-        vpu_s = self.vpu_seconds(max(vpu_flops, 0.0), c.transcendentals)
-        dma_s = self.dma_seconds(kernel.hbm_bytes)
+        vpu_s = self.vpu_seconds(max(vpu_flops, 0.0), c.transcendentals, cores)
+        if kernel.kind == "window":
+            vpu_s += self.xlu_seconds(kernel, cores)
+        dma_s = self.dma_seconds(kernel.hbm_bytes, cores)
         steps = max(1, math.prod(kernel.grid))
-        prologue = self.k.dma_latency_s + (dma_s / steps if steps > 1 else 0.0)
-        epilogue = dma_s / steps if steps > 1 else 0.0
-        overhead = self.k.kernel_launch_s + prologue + epilogue + steps * self.k.grid_step_s
-        steady = max(mxu_s, vpu_s, dma_s)
+        if steps > 1:  # double-buffered: engines overlap; one step's DMA fills and drains the pipe
+            steady = max(mxu_s, vpu_s, dma_s)
+            fill = dma_s / steps
+        else:  # one block: in, compute, out, one after the other
+            steady = max(mxu_s, vpu_s, dma_s)
+            fill = dma_s + max(mxu_s, vpu_s) - steady
+        overhead = self.cal.kernel_floor_s + fill + (steps - 1) * self.k.grid_step_s  # step 1 is in the floor
         total = overhead + steady
         if overhead > steady:
             bound: Bound = "overhead"
@@ -152,7 +213,7 @@ class TensorCoreTimer:
         else:
             bound = "vector"
         return KernelTime(kernel.name, kernel.kind, total, c.flops, float(kernel.hbm_bytes), bound,
-                          mxu_s, vpu_s, dma_s, overhead, mxu_flops=mxu_flops, where=kernel.where)
+                          mxu_s, vpu_s, dma_s, overhead, mxu_flops=mxu_flops, where=kernel.where, rate=rate, cores=cores)
 
     def _collective(self, kernel: Kernel) -> KernelTime:
         from tpusim.distribute.collectives import collective_cost
@@ -160,7 +221,7 @@ class TensorCoreTimer:
         op = kernel.op
         src, dst = op.inputs[0], op.outputs[0]
         if op.prim == "shard_slice" or self.mesh is None:  # a local copy of this device's block
-            t = self.dma_seconds(2 * dst.nbytes) + self.k.kernel_launch_s
+            t = self.dma_seconds(2 * dst.nbytes) + self.cal.kernel_floor_s
             return KernelTime(kernel.name, kernel.kind, t, 0.0, float(2 * dst.nbytes), "memory", dma_s=t, where=kernel.where)
         nbytes = dst.nbytes if op.prim == "all_gather" else src.nbytes
         cost = collective_cost(op.prim, float(nbytes), tuple(op.params["axes"]), self.mesh)  # type: ignore[arg-type]

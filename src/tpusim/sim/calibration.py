@@ -1,0 +1,57 @@
+"""Per-generation calibration of the TensorCore kernel model.
+
+The kernel model (sim/timing.py) is built from mechanisms and sourced chip facts; a handful of
+quantities no chip file states are fitted, per TPU generation, on a stated subset of public
+measurements (`tpusim validate --refit` redoes the fit and prints it). Every other measured
+kernel is held out. Each constant names what it calibrates and the rows it was fitted on, in
+`calibration.yaml`; generations without measurements use the `default` entry, whose values are
+the means over the measured generations (labelled as such).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+DATA = Path(__file__).parent / "calibration.yaml"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What one generation's kernels achieve beyond the chip file's peaks."""
+
+    kernel_floor_s: float  # device time of the smallest kernel: launch, scalar setup, first DMA round trip
+    hbm_efficiency: float  # fraction of rated HBM bandwidth a streaming kernel sustains
+    mxu_efficiency: float  # fraction of MXU peak a large, well-tiled matmul sustains
+    f16_mxu_rate: float = 1.0  # speed of float16 operands relative to bf16 (no native f16 MXU path)
+    generation: str = "default"
+
+    def describe(self) -> dict[str, dict[str, str | float]]:
+        entry = _table().get(self.generation, _table()["default"])
+        return {f.name: {"value": getattr(self, f.name), **{k: v for k, v in entry.get(f.name, {}).items() if k != "value"}}
+                for f in fields(self) if f.name != "generation"}
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, dict]:
+    return yaml.safe_load(DATA.read_text())["generations"]
+
+
+def calibration_for(chip_name: str) -> Calibration:
+    """The calibration of `chip_name`'s generation (the default entry for chips without data)."""
+    table = _table()
+    entry = table.get(chip_name, table["default"])
+    base = table["default"]
+    values = {f.name: float(entry.get(f.name, base.get(f.name, {})).get("value", getattr(DEFAULT, f.name)))
+              for f in fields(Calibration) if f.name != "generation"}
+    return Calibration(**values, generation=chip_name if chip_name in table else "default")
+
+
+DEFAULT = Calibration(kernel_floor_s=1.0e-6, hbm_efficiency=0.85, mxu_efficiency=0.9)
+
+
+def with_values(cal: Calibration, **values: float) -> Calibration:
+    return replace(cal, **values)

@@ -1,0 +1,286 @@
+"""Measured single-chip kernels: rebuild each timed workload, estimate it, compare, and fit the
+per-generation calibration (sim/calibration.yaml) on stated subsets.
+
+Data (validation/data/, every row with its source repository, commit and path):
+- TPU v4, SCALE-Sim-validation: 1,839 float16 `jnp.matmul` GEMMs (device-side XLA fusion time)
+  and ~5,800 elementwise, activation, norm and pooling kernels (device-side op or module time).
+- TPU7x and v6e, tpu-recipes microbenchmarks: bf16 GEMMs and HBM copies vs size.
+
+`FIT_SUBSETS` says which rows fit which constant; every other row is held out, and the report
+gives in-sample and held-out error separately, by family. Compiled workloads are cached, so a
+refit only re-runs the timing model.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from statistics import median
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import yaml
+
+from tpusim.sim.calibration import Calibration, calibration_for
+
+DATA = Path(__file__).parent / "data"
+V4_SOURCE = "scalesim-project/SCALE-Sim-validation (MIT)"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured kernel: what ran, on which chip, how long it took, and where it was published."""
+
+    id: str
+    chip: str
+    family: str
+    subset: str  # the sweep/dataset it belongs to (fit subsets are named by it)
+    build: tuple  # hashable workload description, see `workload`
+    measured_s: float
+    source: str
+
+
+# ---- the measured rows ----------------------------------------------------------------------
+def _v4_gemms() -> list[Row]:
+    rows = []
+    with open(DATA / "tpu_v4_gemm.csv") as f:
+        for r in csv.DictReader(f):
+            m, n, k = int(r["m"]), int(r["n"]), int(r["k"])
+            rows.append(Row(f"v4-{r['sweep']}-{m}x{n}x{k}", "v4", "v4 GEMM f16", r["sweep"],
+                            ("matmul", m, n, k, r["dtype"]), float(r["mean_us"]) * 1e-6,
+                            f"{V4_SOURCE} @{r['source_commit'][:8]} {r['source_path']}"))
+    return rows
+
+
+_VECTOR_FAMILY = {"add": "elementwise", "sub": "elementwise", "mul": "elementwise", "div": "elementwise",
+                  "layer_norm": "norm", "rms_norm": "norm", "batch_norm_inference": "norm",
+                  "max_pooling": "pooling", "avg_pooling": "pooling"}
+
+
+def _v4_vector_ops() -> list[Row]:
+    rows = []
+    with open(DATA / "tpu_v4_vector_ops.csv") as f:
+        for r in csv.DictReader(f):
+            shape = tuple(int(s) for s in r["shape"].split("x"))
+            family = "v4 " + _VECTOR_FAMILY.get(r["op"], "activation")
+            rows.append(Row(f"v4-{r['dataset']}-{r['op']}-{r['shape']}", "v4", family, r["dataset"],
+                            (r["op"], shape, r["dtype"], r["op_params"]), float(r["mean_us"]) * 1e-6,
+                            f"{V4_SOURCE} @{r['source_commit'][:8]} {r['source_path']} ({r['scope']})"))
+    return rows
+
+
+def _parse_published(text: str, row: dict[str, Any]) -> float:
+    """Seconds from a published value: a time ('1.32 ms'), a GEMM rate or a copy bandwidth."""
+    value, unit = text.split(" ", 1)
+    v = float(value)
+    if unit == "ms":
+        return v * 1e-3
+    if unit.startswith("TFLOP/s"):
+        return 2 * row["m"] ** 3 / (v * 1e12)
+    if unit.startswith("GB/s"):
+        return 2 * row["bytes"] / (v * 1e9)
+    raise ValueError(f"unknown unit in {text!r}")
+
+
+def _microbench() -> list[Row]:
+    data = yaml.safe_load((DATA / "microbench.yaml").read_text())
+    rows = []
+    for i, r in enumerate(data["rows"]):
+        src = f"{r['source']}: {data['sources'][r['source']]}"
+        t = _parse_published(r["published"], r)
+        if r["kind"] == "gemm":
+            build: tuple = ("matmul", r["m"], r["m"], r["m"], "bfloat16")
+            name = f"{r['m']}^3"
+        else:
+            build = ("copy", (r["bytes"] // 2,), "bfloat16", "")
+            name = f"{r['bytes'] / 2**20:g}MiB"
+        fam = f"{r['chip']} {'GEMM bf16' if r['kind'] == 'gemm' else 'HBM copy'}"
+        rows.append(Row(f"{r['chip']}-{r['kind']}-{name}-{i}", r["chip"], fam, f"{r['chip']}-{r['kind']}", build, t, src))
+    return rows
+
+
+@lru_cache(maxsize=1)
+def measured_rows() -> tuple[Row, ...]:
+    return tuple(_v4_gemms() + _v4_vector_ops() + _microbench())
+
+
+# ---- which rows fit which constant ----------------------------------------------------------
+def _min_dim(row: Row) -> int:
+    return min(row.build[1:4]) if row.build[0] == "matmul" else 0
+
+
+def _elements(row: Row) -> int:
+    return math.prod(row.build[1]) if row.build[0] != "matmul" else 0
+
+
+# (generation, constant, description, predicate). Fitted in this order; each by minimizing the
+# median |log(predicted/measured)| over its subset with the constants before it fixed.
+FIT_SUBSETS: list[tuple[str, str, str, Callable[[Row], bool]]] = [
+    ("v4", "kernel_floor_s", "the 256 1-D adds of 32..8192 elements (data_add_1d_1)",
+     lambda r: r.subset == "data_add_1d_1"),
+    ("v4", "hbm_efficiency", "the 2-D adds of 64x64..1024x1024 (data_add_2d_1)",
+     lambda r: r.subset == "data_add_2d_1"),
+    ("v4", "f16_mxu_rate", "the float16 GEMMs with M, N, K >= 2048 in matmul_new_4096",
+     lambda r: r.subset == "matmul_new_4096" and _min_dim(r) >= 2048),
+    ("tpu7x", "kernel_floor_s", "the 2 and 4 MiB HBM copies", lambda r: r.subset == "tpu7x-copy" and _elements(r) <= 2**21),
+    ("tpu7x", "hbm_efficiency", "the HBM copies of 1 GiB and more",
+     lambda r: r.subset == "tpu7x-copy" and _elements(r) >= 2**29),
+    ("tpu7x", "mxu_efficiency", "the 16384^3 and 32768^3 GEMMs", lambda r: r.subset == "tpu7x-gemm" and _min_dim(r) >= 16384),
+    ("v6e", "hbm_efficiency", "the current 32 MiB HBM copy", lambda r: r.id == "v6e-copy-32MiB-24"),
+    ("v6e", "mxu_efficiency", "the current 8192^3 GEMM", lambda r: r.id == "v6e-gemm-8192^3-21"),
+]
+
+
+def fit_role(row: Row) -> str | None:
+    for gen, const, _, pred in FIT_SUBSETS:
+        if row.chip == gen and pred(row):
+            return const
+    return None
+
+
+# ---- workloads ------------------------------------------------------------------------------
+def _constants(shape: tuple[int, ...], axis: int) -> tuple[jax.Array, jax.Array]:
+    n = shape[axis]
+    return jnp.ones((n,), jnp.float32), jnp.zeros((n,), jnp.float32)
+
+
+def workload(build: tuple) -> tuple[Callable, list[jax.ShapeDtypeStruct]]:
+    """The JAX function and argument shapes that the measurement timed (as its source code
+    describes it: see the data README)."""
+    kind = build[0]
+    if kind == "matmul":
+        _, m, n, k, dtype = build
+        return (lambda a, b: jnp.matmul(a, b)), [jax.ShapeDtypeStruct((m, k), dtype), jax.ShapeDtypeStruct((k, n), dtype)]
+    _, shape, dtype, params = build
+    x = jax.ShapeDtypeStruct(shape, dtype)
+    eps = 1e-5
+    if kind in ("add", "sub", "mul", "div"):
+        fn = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": jnp.divide}[kind]
+        return fn, [x, x]
+    unary: dict[str, Callable] = {
+        "copy": jnp.copy, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
+        "elu": lambda v: jax.nn.elu(v, 1.0), "selu": jax.nn.selu,
+        "leaky_relu": lambda v: jax.nn.leaky_relu(v, 0.1),
+        "parametric_relu": lambda v: jnp.where(v >= 0, v, 0.25 * v),
+        "binary_step": lambda v: jnp.where(v >= 0.0, 1.0, 0.0).astype(v.dtype),
+        "linear": lambda v: v * 1.0 + 0.0,
+    }
+    if kind in unary:
+        return unary[kind], [x]
+    if kind == "layer_norm":
+        def layer_norm(v):
+            gamma, beta = _constants(shape, -1)
+            mean = jnp.mean(v, axis=-1, keepdims=True)
+            var = jnp.mean((v - mean) ** 2, axis=-1, keepdims=True)
+            return (v - mean) / jnp.sqrt(var + eps) * gamma + beta
+        return layer_norm, [x]
+    if kind == "rms_norm":
+        def rms_norm(v):
+            gamma, _ = _constants(shape, -1)
+            return v / jnp.sqrt(jnp.mean(v * v, axis=-1, keepdims=True) + eps) * gamma
+        return rms_norm, [x]
+    if kind == "batch_norm_inference":
+        def batch_norm(v):
+            gamma, beta = _constants(shape, 1)
+            mean, var = jnp.zeros_like(gamma), jnp.ones_like(gamma)
+            c = (1, -1, 1, 1)
+            return (v - mean.reshape(c)) / jnp.sqrt(var.reshape(c) + eps) * gamma.reshape(c) + beta.reshape(c)
+        return batch_norm, [x]
+    if kind in ("max_pooling", "avg_pooling"):
+        init, op = (-jnp.inf, jax.lax.max) if kind == "max_pooling" else (0.0, jax.lax.add)
+
+        def pool(v):
+            out = jax.lax.reduce_window(v, init, op, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+            return out if kind == "max_pooling" else out / 4
+        return pool, [x]
+    raise ValueError(f"no workload for measured kernel kind {kind!r}")
+
+
+@lru_cache(maxsize=None)
+def _compiled(build: tuple, chip: str) -> Any:
+    from tpusim.api import compile as tpu_compile
+
+    fn, args = workload(build)
+    return tpu_compile(fn, *args, device=chip, check_memory=False)
+
+
+def predict(row: Row, calibration: Calibration | None = None) -> float:
+    from tpusim.hardware.chip import resolve_device
+    from tpusim.sim.estimate import estimate_program
+    from tpusim.sim.timing import DEFAULT_CONSTANTS
+
+    compiled = _compiled(row.build, row.chip)
+    cal = calibration or calibration_for(row.chip)
+    return estimate_program(compiled.program, resolve_device(row.chip), 0.0, DEFAULT_CONSTANTS,
+                            calibration=cal).time_s
+
+
+# ---- fitting and reporting ------------------------------------------------------------------
+def _log_error(rows: Iterable[Row], cal: Calibration) -> float:
+    return median(abs(math.log(predict(r, cal) / r.measured_s)) for r in rows)
+
+
+def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
+    """1-D search (log-spaced, then golden section) of the constant minimizing the subset's
+    median |log error|."""
+    lo, hi = {"kernel_floor_s": (1e-8, 5e-6)}.get(name, (0.05, 1.5))
+    score = lambda v: _log_error(rows, replace(cal, **{name: v}))  # noqa: E731
+    grid = [lo * (hi / lo) ** (i / 24) for i in range(25)]
+    best = min(grid, key=score)
+    a, b = best / (hi / lo) ** (1 / 24), best * (hi / lo) ** (1 / 24)
+    g = (math.sqrt(5) - 1) / 2
+    for _ in range(30):
+        c, d = b - g * (b - a), a + g * (b - a)
+        if score(c) < score(d):
+            b = d
+        else:
+            a = c
+    return replace(cal, **{name: float(f"{(a + b) / 2:.4g}")})
+
+
+def fit(rows: Iterable[Row] | None = None) -> dict[str, Calibration]:
+    """Refit every constant of FIT_SUBSETS on its subset. Returns the calibration per generation."""
+    rows = list(rows or measured_rows())
+    cals: dict[str, Calibration] = {}
+    for gen, const, _, pred in FIT_SUBSETS:
+        cal = cals.get(gen) or calibration_for(gen)
+        subset = [r for r in rows if r.chip == gen and pred(r)]
+        if subset:
+            cals[gen] = _fit_one(subset, cal, const)
+    return cals
+
+
+@dataclass
+class Result:
+    row: Row
+    predicted_s: float
+    role: str | None
+
+    @property
+    def error(self) -> float:
+        return (self.predicted_s - self.row.measured_s) / self.row.measured_s
+
+
+def evaluate(rows: Iterable[Row] | None = None, calibrations: dict[str, Calibration] | None = None) -> list[Result]:
+    cals = calibrations or {}
+    return [Result(r, predict(r, cals.get(r.chip)), fit_role(r)) for r in (rows or measured_rows())]
+
+
+def summarize(results: list[Result]) -> list[dict[str, Any]]:
+    """One line per family: rows, median |error| in sample and held out, and the held-out
+    share within 10% / 25%."""
+    out = []
+    for fam in sorted({r.row.family for r in results}):
+        fr = [r for r in results if r.row.family == fam]
+        held = [abs(r.error) for r in fr if r.role is None]
+        fitted = [abs(r.error) for r in fr if r.role is not None]
+        out.append({"family": fam, "rows": len(fr), "fitted_rows": len(fitted),
+                    "fit_median": median(fitted) if fitted else None,
+                    "held_out_median": median(held) if held else None,
+                    "held_within_10": sum(e <= 0.10 for e in held) / len(held) if held else None,
+                    "held_within_25": sum(e <= 0.25 for e in held) / len(held) if held else None})
+    return out
