@@ -122,3 +122,21 @@ def test_calibration_file_is_the_fit_on_its_stated_subsets():
         shipped = calibration_for(gen)
         for const in {c for g, c, _, _ in kernels.FIT_SUBSETS if g == gen}:
             assert math.isclose(getattr(cal, const), getattr(shipped, const), rel_tol=0.05), (gen, const)
+
+
+def test_checkpoint_name_with_a_name_based_remat_policy():
+    """`checkpoint_name` (the `name` primitive) compiles, so name-based remat policies work."""
+    from jax.ad_checkpoint import checkpoint_name
+
+    def layer(w, x):
+        h = checkpoint_name(jnp.tanh(x @ w), "hidden")
+        return jnp.sum(h @ w.T)
+
+    policy = jax.checkpoint_policies.save_only_these_names("hidden")
+    step = jax.grad(jax.checkpoint(layer, policy=policy))
+    rng = np.random.default_rng(0)
+    w, x = rng.standard_normal((64, 64)).astype(np.float32), rng.standard_normal((16, 64)).astype(np.float32)
+    got = tpusim.compile(step, w, x, device="v4").run(w, x)
+    from tpusim.reference import bf16_reference, relative_error
+
+    assert relative_error(got, bf16_reference(step, w, x)) < 1e-5

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tpusim.ir.graph import Graph, Op, Value
 
-_IDENTITY_PRIMS = {"stop_gradient", "optimization_barrier", "copy", "copy_p", "sharding_constraint"}
+_IDENTITY_PRIMS = {"stop_gradient", "optimization_barrier", "copy", "copy_p", "sharding_constraint", "name"}
 
 
 def _is_identity(op: Op) -> bool:

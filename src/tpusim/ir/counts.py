@@ -62,7 +62,8 @@ def op_counts(op: Op) -> Counts:
         return Counts(extra, extra, float(out_elems), _io_bytes(op))
     if cat is Category.ELEMENTWISE:
         free = op.prim in ("convert_element_type", "copy", "copy_p", "stop_gradient",
-                           "optimization_barrier", "bitcast_convert_type", "reduce_precision")
+                           "optimization_barrier", "bitcast_convert_type", "reduce_precision", "name",
+                           "sharding_constraint")
         f = 0.0 if free else float(out_elems)
         if op.prim == "integer_pow":
             f = float(out_elems * max(1, abs(int(op.params["y"])) - 1))

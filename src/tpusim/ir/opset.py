@@ -31,6 +31,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
         "shift_right_logical", "shift_right_arithmetic", "convert_element_type", "copy", "copy_p",
         "stop_gradient", "reduce_precision", "real", "imag", "population_count", "clz",
         "add_any", "optimization_barrier", "bitcast_convert_type", "sharding_constraint",
+        "name",  # checkpoint_name: an identity that tags a value for name-based remat policies
     ),
     Category.TRANSCENDENTAL: (
         "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic", "rsqrt", "sqrt", "cbrt",
