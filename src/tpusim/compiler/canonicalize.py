@@ -23,8 +23,8 @@ def _is_identity(op: Op) -> bool:
 def _explicit_copy(op: Op, graph: Graph) -> bool:
     """`jnp.copy(x)` of a program input returned as an output: without donation XLA must write
     a new buffer, so the copy is real work (a copy kernel), not an identity."""
-    return (op.prim in ("copy", "copy_p") and op.inputs[0] in graph.inputs
-            and any(o is op.outputs[0] for o in graph.outputs))
+    return (op.prim in ("copy", "copy_p") and any(v.id == op.inputs[0].id for v in graph.inputs)
+            and any(v.id == op.outputs[0].id for v in graph.outputs))
 
 
 def canonicalize(graph: Graph, top: bool = True) -> Graph:

@@ -10,7 +10,7 @@ the means over the measured generations (labelled as such).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,6 +35,10 @@ class Calibration:
                 for f in fields(self) if f.name != "generation"}
 
 
+# Used only where calibration.yaml's default entry lacks a field.
+DEFAULT = Calibration(kernel_floor_s=1.0e-6, hbm_efficiency=0.85, mxu_efficiency=0.9)
+
+
 @lru_cache(maxsize=1)
 def _table() -> dict[str, dict]:
     return yaml.safe_load(DATA.read_text())["generations"]
@@ -48,10 +52,3 @@ def calibration_for(chip_name: str) -> Calibration:
     values = {f.name: float(entry.get(f.name, base.get(f.name, {})).get("value", getattr(DEFAULT, f.name)))
               for f in fields(Calibration) if f.name != "generation"}
     return Calibration(**values, generation=chip_name if chip_name in table else "default")
-
-
-DEFAULT = Calibration(kernel_floor_s=1.0e-6, hbm_efficiency=0.85, mxu_efficiency=0.9)
-
-
-def with_values(cal: Calibration, **values: float) -> Calibration:
-    return replace(cal, **values)

@@ -4,8 +4,8 @@ Per kernel, three engines work in a double-buffered pipeline — DMA (HBM <-> VM
 the VPU — so a kernel of several grid steps costs the slowest of them plus one step's worth of
 pipeline fill and drain; a kernel of one step cannot overlap them (in, compute, out):
 
-    time = floor + steps x grid_step + (max(mxu, vpu, dma) + dma / steps   if steps > 1
-                                        dma + max(mxu, vpu)                 if steps == 1)
+    time = floor + (steps - 1) x grid_step + (max(mxu, vpu, dma) + dma / steps   if steps > 1
+                                              dma + max(mxu, vpu)                 if steps == 1)
 
 - Cores: on megacore chips (v4, v5p) a kernel spreads over both TensorCores only when its grid
   has independent blocks for each (M/N blocks of a matmul, blocks of a loop kernel); a
@@ -96,7 +96,10 @@ class TensorCoreTimer:
                  calibration: Calibration | None = None) -> None:
         self.chip = chip
         self.k = constants
-        self.cal = calibration or calibration_for(chip.name)
+        # The per-generation calibration is fitted on TPU kernels; GPUs and CPUs keep their
+        # plain roofline (rated bandwidth and peak) until they have a measured model of their own.
+        self.cal = calibration or (calibration_for(chip.name) if chip.kind == "tpu" else
+                                   Calibration(constants.gpu_launch_s, 1.0, 1.0, generation="uncalibrated"))
         self.mesh = mesh
         self.is_tpu = chip.kind == "tpu"
         self.cores = chip.cores_per_device
@@ -196,11 +199,10 @@ class TensorCoreTimer:
             vpu_s += self.xlu_seconds(kernel, cores)
         dma_s = self.dma_seconds(kernel.hbm_bytes, cores)
         steps = max(1, math.prod(kernel.grid))
+        steady = max(mxu_s, vpu_s, dma_s)
         if steps > 1:  # double-buffered: engines overlap; one step's DMA fills and drains the pipe
-            steady = max(mxu_s, vpu_s, dma_s)
             fill = dma_s / steps
         else:  # one block: in, compute, out, one after the other
-            steady = max(mxu_s, vpu_s, dma_s)
             fill = dma_s + max(mxu_s, vpu_s) - steady
         overhead = self.cal.kernel_floor_s + fill + (steps - 1) * self.k.grid_step_s  # step 1 is in the floor
         total = overhead + steady

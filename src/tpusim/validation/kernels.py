@@ -270,9 +270,14 @@ def evaluate(rows: Iterable[Row] | None = None, calibrations: dict[str, Calibrat
     return [Result(r, predict(r, cals.get(r.chip)), fit_role(r)) for r in (rows or measured_rows())]
 
 
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def summarize(results: list[Result]) -> list[dict[str, Any]]:
-    """One line per family: rows, median |error| in sample and held out, and the held-out
-    share within 10% / 25%."""
+    """One line per family: rows, median |error| in sample and held out, the held-out p90 and
+    max, and the held-out share within 10% / 25%."""
     out = []
     for fam in sorted({r.row.family for r in results}):
         fr = [r for r in results if r.row.family == fam]
@@ -281,6 +286,8 @@ def summarize(results: list[Result]) -> list[dict[str, Any]]:
         out.append({"family": fam, "rows": len(fr), "fitted_rows": len(fitted),
                     "fit_median": median(fitted) if fitted else None,
                     "held_out_median": median(held) if held else None,
+                    "held_out_p90": _quantile(held, 0.9) if held else None,
+                    "held_out_max": max(held) if held else None,
                     "held_within_10": sum(e <= 0.10 for e in held) / len(held) if held else None,
                     "held_within_25": sum(e <= 0.25 for e in held) / len(held) if held else None})
     return out
