@@ -154,6 +154,7 @@ def compile(
     tiles: tuple[int, int, int] | None = None,
     mesh: Any = None,
     in_specs: Any = None,
+    donate_argnums: int | tuple[int, ...] = (),
 ) -> Compiled:
     """Compile a JAX function or Keras 3 model for a simulated chip.
 
@@ -167,11 +168,16 @@ def compile(
     over every device) and `in_specs`
     gives a jax.sharding.PartitionSpec (or None: replicated) per argument, or a pytree of them.
     The SPMD pass splits the program per device and inserts the collectives.
+
+    `donate_argnums` as in jax.jit: those arguments' buffers are given up to the program, so
+    their HBM is reused once they are last read (a training step donating its state holds one
+    copy of it, not two).
     """
     if precision not in USER_PRECISIONS:
         raise TpusimError(f"precision must be one of {', '.join(USER_PRECISIONS)}, got '{precision}'")
     if not 0 < vmem_fraction <= 1:
         raise TpusimError(f"vmem_fraction must be in (0, 1], got {vmem_fraction}")
+    donated = _donated_leaves(donate_argnums, example_args)
     from tpusim.distribute.topology import parse_system
 
     if mesh is not None and not isinstance(mesh, dict):  # a jax.sharding.Mesh / AbstractMesh
@@ -208,11 +214,26 @@ def compile(
     fused = fuse(graph)
     t = stage("fuse", t)
     program = emit_program(fused, chip.mxu_shape, int(chip.vmem_bytes * vmem_fraction), tiles, chip.cores_per_device)
+    program.donated = {program.inputs[i].id for i in donated}
     t = stage("tile+emit", t)
     allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name)
     stage("allocate", t)
     return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings,
                     distribution)
+
+
+def _donated_leaves(donate_argnums: int | tuple[int, ...], example_args: tuple) -> list[int]:
+    """Flat input positions of the donated arguments' leaves."""
+    nums = (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums)
+    bad = [n for n in nums if not -len(example_args) <= n < len(example_args)]
+    if bad:
+        raise TpusimError(f"donate_argnums {bad} out of range: the function takes {len(example_args)} arguments")
+    starts, flat = [], 0
+    for arg in example_args:
+        starts.append(flat)
+        flat += len(jax.tree.leaves(arg))
+    wanted = {n % len(example_args) for n in nums}
+    return [starts[i] + j for i in sorted(wanted) for j in range(len(jax.tree.leaves(example_args[i])))]
 
 
 def _single_chip_system(chip: Chip) -> Any:

@@ -140,6 +140,29 @@ def validate(refit: bool = typer.Option(False, help="refit the calibration const
     console.print(f"held-out entries: {len(held)}, mean |error| {sum(held) / len(held):.1%}, max {max(held):.1%}")
     for key, text in load_measurements()["sources"].items():
         console.print(f"[dim]{key}: {text}[/dim]")
+    _validate_memory()
+
+
+def _validate_memory() -> None:
+    from rich.table import Table
+
+    from tpusim.hardware.chip import resolve_device
+    from tpusim.validation.memory import check_all, xla_reference
+
+    with console.status("compiling the memory programs..."):
+        checks = check_all("v4")
+    hbm = resolve_device("v4").device_hbm_bytes
+    t = Table(title="peak HBM: tpusim vs XLA:TPU buffer assignment (TPU v4, nothing fitted)")
+    for col in ("program", "XLA", "tpusim", "error", "same fit verdict"):
+        t.add_column(col, justify="left" if col == "program" else "right")
+    for c in checks:
+        t.add_row(c.what, f"{c.xla_bytes / 2**20:,.0f} MiB", f"{c.tpusim_bytes / 2**20:,.0f} MiB", f"{c.error:+.1%}",
+                  "yes" if c.same_verdict(hbm) else "NO")
+    console.print(t)
+    within = sum(abs(c.error) <= 0.10 for c in checks)
+    console.print(f"{within} of {len(checks)} programs within 10% of XLA; "
+                  f"median |error| {sorted(abs(c.error) for c in checks)[len(checks) // 2]:.1%}")
+    console.print(f"[dim]XLA: {xla_reference()['source']}[/dim]")
 
 
 @app.command()

@@ -1,7 +1,10 @@
 """HBM allocation by liveness.
 
 Every buffer (inputs, parameters, kernel results) is live from the kernel that writes it to the
-last kernel that reads it; parameters and inputs live throughout, outputs to the end. Buffers
+last kernel that reads it; parameters and inputs live throughout, outputs to the end. A donated
+input (jax.jit's `donate_argnums`; Keras donates its training state) is the caller's no more:
+it lives only to its last read, so its space serves later buffers as XLA's input/output aliasing
+lets the updated state reuse it. Buffers
 are placed greedily, largest first, at the lowest offset that no time-overlapping buffer uses
 (like XLA's heap simulator). The heap size is the peak HBM; the sum of live buffers at the worst
 kernel is reported beside it (their difference is fragmentation).
@@ -65,7 +68,7 @@ def liveness(program: Program) -> list[Allocation]:
             allocs[v.id] = Allocation(v, 0, size, start, end)
 
     for v in list(program.inputs) + list(program.params):
-        add(v, 0, last)
+        add(v, 0, 0 if v.id in program.donated else last)
     for i, k in enumerate(program.kernels):
         for v in k.outputs:
             add(v, i, i)
@@ -80,8 +83,42 @@ def liveness(program: Program) -> list[Allocation]:
             allocs[tmp.id] = Allocation(tmp, 0, _align(scratch), i, i)
     for v in program.outputs:
         if v.id in allocs:
-            allocs[v.id].end = last
-    return list(allocs.values())
+            allocs[v.id].end = last  # a donated input returned as it is stays to the end too
+    _update_in_place(program, allocs)
+    return list({id(a): a for a in allocs.values()}.values())
+
+
+IN_PLACE = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul", "scatter-min",
+                      "scatter_min", "scatter-max", "scatter_max", "dynamic_update_slice"})
+
+
+def _update_in_place(program: Program, allocs: dict[int, Allocation]) -> None:
+    """Buffer sharing as XLA's buffer assignment does it: a scatter or dynamic-update-slice
+    writes into its operand's buffer, and an elementwise loop kernel writes a result into an
+    operand of the same size that dies there (both read and write each element once, in
+    order). The shared buffer lives from the operand's birth to the result's last use. A
+    program input stays the caller's unless donated."""
+    caller_owned = {v.id for v in list(program.inputs) + list(program.params) if v.id not in program.donated}
+    for i, k in enumerate(program.kernels):
+        if k.op is None or not k.outputs:
+            continue
+        if k.op.prim in IN_PLACE:
+            candidates = list(k.op.inputs[:1])
+        elif k.kind == "loop":
+            candidates = list(k.inputs)
+        else:
+            continue
+        for out in k.outputs:
+            b = allocs.get(out.id)
+            for src in candidates:
+                a = allocs.get(src.id)
+                if b is None or a is None or a is b or a.end != i or a.size != b.size or src.id in caller_owned:
+                    continue
+                a.end = b.end
+                del allocs[out.id]
+                allocs[out.id] = a  # later reads of the result extend the shared buffer
+                candidates.remove(src)
+                break
 
 
 def place(allocs: list[Allocation]) -> int:

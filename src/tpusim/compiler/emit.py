@@ -16,14 +16,15 @@ def _hbm(values: list[Value]) -> int:
 
 
 def _kernel_source(v: Value, fused: Graph, kernel_inputs: list[Value]) -> Value:
-    """The kernel input an MXU operand is read from (through a prologue transpose/reshape)."""
+    """The kernel input an MXU operand is streamed from, through its fused prologue (a
+    transpose, a convert, a softmax's division by a broadcast row sum: the largest input)."""
     producers = {o.id: op for op in fused.ops for o in op.outputs}
     ids = {k.id for k in kernel_inputs}
     while v.id not in ids and v.id in producers:
         srcs = [u for u in producers[v.id].inputs if not (u.is_const and u.size <= 1)]
-        if len(srcs) != 1:
+        if not srcs:
             break
-        v = srcs[0]
+        v = max(srcs, key=lambda u: u.size)
     return v
 
 
@@ -70,10 +71,10 @@ class ProgramBuilder:
 
     def mxu_kernel(self, op: Op) -> Kernel:
         anchor: Op = op.params["anchor"]
-        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles, self.cores)
         fused = op.subgraphs["fused"]
         lhs_v, rhs_v = (_kernel_source(v, fused, op.inputs) for v in anchor.inputs[:2])
-        lhs_t, rhs_t, _ = mxu_hbm_traffic(anchor, plan)
+        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles, self.cores, (lhs_v, rhs_v))
+        lhs_t, rhs_t, _ = mxu_hbm_traffic(anchor, plan, (lhs_v, rhs_v))
         anchor_ids = {lhs_v.id, rhs_v.id}
         extra_in = [v for v in op.inputs if v.id not in anchor_ids]
         # What leaves the kernel is the fusion's outputs (the epilogue's result, not the raw
@@ -86,13 +87,19 @@ class ProgramBuilder:
         ]
         specs += [BlockSpec(v, v.shape, ("",) * len(v.shape)) for v in extra_in]
         specs += [BlockSpec(v, (plan.tm, plan.tn), ("m", "n"), "out") for v in op.outputs]
-        epilogue = [o.prim for o in op.subgraphs["fused"].ops if o is not anchor and category_of(o.prim) is not Category.MOVEMENT]
+        at = fused.ops.index(anchor)
+        computes = [o.prim for o in fused.ops if category_of(o.prim) is not Category.MOVEMENT]
+        prologue = [o.prim for o in fused.ops[:at] if category_of(o.prim) is not Category.MOVEMENT]
+        epilogue = computes[len(prologue) + 1:]
         block_flops = 2 * plan.tm * plan.tk * plan.tn * plan.passes
         steps = [
-            Step("dma_in", f"lhs block {plan.tm}x{plan.tk}", plan.tm * plan.tk * plan.in_itemsize),
-            Step("dma_in", f"rhs block {plan.tk}x{plan.tn}", plan.tk * plan.tn * plan.in_itemsize),
-            Step("mxu", f"{plan.precision} x{plan.passes} {plan.tm}x{plan.tk}x{plan.tn} into f32 acc", flops=block_flops),
+            Step("dma_in", f"lhs block {plan.tm}x{plan.tk}", plan.tm * plan.tk * lhs_v.dtype.itemsize),
+            Step("dma_in", f"rhs block {plan.tk}x{plan.tn}", plan.tk * plan.tn * rhs_v.dtype.itemsize),
         ]
+        if prologue:
+            steps.append(Step("vpu", "prologue on operand blocks: " + ", ".join(prologue),
+                              flops=(plan.tm + plan.tn) * plan.tk * len(prologue)))
+        steps.append(Step("mxu", f"{plan.precision} x{plan.passes} {plan.tm}x{plan.tk}x{plan.tn} into f32 acc", flops=block_flops))
         if epilogue:
             steps.append(Step("vpu", "epilogue on last k step: " + ", ".join(epilogue), flops=plan.tm * plan.tn * len(epilogue)))
         steps.append(Step("dma_out", f"out block {plan.tm}x{plan.tn} on last k step", plan.tm * plan.tn * plan.out_itemsize))

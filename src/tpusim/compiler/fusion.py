@@ -9,8 +9,11 @@
   scale) are computed inside each kernel that needs them, not materialized.
 - A cheap elementwise value made in an earlier loop kernel is recomputed in a later one that
   needs it (from that kernel's own inputs) rather than written to HBM and read back, when
-  recomputing reads fewer bytes than the write and the read it saves: XLA duplicates such producers into each consumer fusion
-  (layer norm's `x - mean` is computed twice, never stored).
+  recomputing reads fewer bytes than the write and the read it saves: XLA duplicates such
+  producers into each consumer fusion (layer norm's `x - mean` is computed twice, never
+  stored). A matmul/conv takes such producers of its operands as a prologue: softmax's
+  division by the row sum is done on the operand blocks of the `probs @ v` matmuls (forward
+  and backward), so the normalized T x T matrix never exists in HBM, as in XLA's TPU fusions.
 - Windowed reductions, gathers/scatters and control flow stay kernels of their own; loop and
   branch bodies are fused recursively.
 
@@ -24,6 +27,12 @@ from dataclasses import dataclass, field, replace
 
 from tpusim.ir.graph import Graph, Op, Value
 from tpusim.ir.opset import EPILOGUE, EPILOGUE_MOVEMENT, FUSIBLE, Category, category_of
+
+
+# A matmul/conv fuses a producer of its operand even at equal HBM cost (give or take the
+# row vectors a softmax or norm gradient broadcasts): XLA:TPU fuses elementwise producers into
+# dot operands, so softmax-gradient T x T matrices are never stored. A modelling choice.
+MXU_OPERAND_TIE = 1.05
 
 
 @dataclass
@@ -41,7 +50,49 @@ def is_immediate(v: Value) -> bool:
 
 
 def fuse(graph: Graph) -> Graph:
-    """Group `graph`'s ops into kernels (see module docstring). Returns a new Graph."""
+    """Group `graph`'s ops into kernels (see module docstring). Returns a new Graph.
+
+    A matmul/conv kernel writes one result the size of its product (XLA's output fusions have
+    one such root): where an epilogue would leave two (ReLU's output and its derivative mask;
+    a softmax gradient's two scaled copies of dP), grouping runs again with those epilogues
+    kept out, so the raw product is stored once and each reader recomputes what it needs."""
+    groups = _group(graph, frozenset())
+    split = _split_epilogues(groups, graph.outputs)
+    if split:
+        groups = _group(graph, split)
+    return Graph(list(graph.inputs), list(graph.outputs), _emit(groups, graph.outputs))
+
+
+def _split_epilogues(groups: list[_Group], graph_outputs: list[Value]) -> frozenset[int]:
+    """Ids of the epilogue ops of matmul/conv groups that would write more than one
+    product-sized result."""
+    read_outside = _read_outside(groups)
+    out_ids = {v.id for v in graph_outputs}
+    split: set[int] = set()
+    for gi, g in enumerate(groups):
+        if g.kind not in ("matmul", "conv"):
+            continue
+        size = g.anchor.outputs[0].size  # type: ignore[union-attr]
+        big = {o.id for op in g.ops for o in op.outputs
+               if o.size >= size and ((read_outside.get(o.id, set()) - {gi}) or o.id in out_ids)}
+        if len(big) > 1:
+            split.update(op.id for op in g.ops if op is not g.anchor)
+    return frozenset(split)
+
+
+def _read_outside(groups: list[_Group]) -> dict[int, set[int]]:
+    """Value id -> indices of the groups that read it from outside themselves."""
+    read: dict[int, set[int]] = {}
+    for gi, g in enumerate(groups):
+        for op in g.ops:
+            for v in op.inputs:
+                if v.id not in g.local:
+                    read.setdefault(v.id, set()).add(gi)
+    return read
+
+
+def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
+    """One pass of grouping; ops in `no_epilogue` do not join a matmul/conv group."""
     groups: list[_Group] = []
     owner: dict[int, int] = {}  # value id -> index of the group that writes it to HBM
     pending: dict[int, Op] = {}  # value id -> deferred producer (pure function of free values)
@@ -67,27 +118,43 @@ def fuse(graph: Graph) -> Graph:
         if op is None or v.id in group.local or v.id not in owner:
             return None
         src = groups[owner[v.id]]
-        if src is group or src.kind != "loop" or v.id in src.reduce_outs:
+        if src is group or src.kind == "single" or op is src.anchor or v.id in src.reduce_outs:
             return None
-        if category_of(op.prim) is Category.ELEMENTWISE or op.prim in EPILOGUE_MOVEMENT:
+        if category_of(op.prim) in EPILOGUE or op.prim in EPILOGUE_MOVEMENT:
             return op
         return None
 
-    def read_cost(group: _Group, v: Value, depth: int = 0) -> int:
-        """HBM bytes `group` reads to have `v`: none if local, else the cheaper of reading it and
-        recomputing it from its own inputs."""
+    exported: set[int] = set()  # values already in HBM for some kernel other than their producer
+
+    def stored_cost(v: Value) -> int:
+        """HBM bytes of having `v` in HBM for one more reader: a read, plus the write if no
+        other kernel reads it yet."""
+        return v.nbytes if v.id in exported or v.id not in owner else 2 * v.nbytes
+
+    def read_cost(group: _Group, v: Value, depth: int = 0) -> tuple[int, bool]:
+        """(HBM bytes `group` spends to have `v`, whether that makes a kernel write a value it
+        did not write before): none if local, else the cheaper of storing it and recomputing it
+        from its own inputs."""
         if v.id in group.local or is_immediate(v):
-            return 0
+            return 0, False
+        store = (stored_cost(v), v.id in owner and v.id not in exported)
         op = duplicable(group, v) if depth < 8 else None
         if op is None:
-            return v.nbytes
-        return min(v.nbytes, sum(read_cost(group, u, depth + 1) for u in op.inputs))
+            return store
+        costs = [read_cost(group, u, depth + 1) for u in op.inputs]
+        again = (sum(c for c, _ in costs), any(f for _, f in costs))
+        return min(store, again)
 
     def recompute(group: _Group, v: Value) -> None:
-        """Duplicate cheap elementwise producers from other loop kernels into `group` where
-        recomputing reads fewer bytes than the value costs in HBM (written once, read once)."""
+        """Duplicate cheap elementwise producers from other kernels into `group` where
+        recomputing costs fewer HBM bytes than storing the value for this reader (for a dot's
+        operand, no more, give or take MXU_OPERAND_TIE, if it stores nothing new)."""
         op = duplicable(group, v)
-        if op is None or sum(read_cost(group, u, 1) for u in op.inputs) >= 2 * v.nbytes:
+        if op is None:
+            return
+        costs = [read_cost(group, u, 1) for u in op.inputs]
+        cost, fresh, saved = sum(c for c, _ in costs), any(f for _, f in costs), stored_cost(v)
+        if not (cost < saved or (group.kind != "loop" and not fresh and cost <= saved * MXU_OPERAND_TIE)):
             return
         for u in op.inputs:
             recompute(group, u)
@@ -98,8 +165,9 @@ def fuse(graph: Graph) -> Graph:
         if group.kind != "single":
             for v in op.inputs:
                 pull(group, v)
-                if group.kind == "loop":
+                if group.kind == "loop" or op is group.anchor:
                     recompute(group, v)
+        exported.update(v.id for v in op.inputs if v.id not in group.local)
         for o in op.outputs:
             producer[o.id] = op
         group.ops.append(op)
@@ -128,7 +196,7 @@ def fuse(graph: Graph) -> Graph:
         if group.kind == "loop":
             return True
         anchor_shape = group.anchor.outputs[0].shape  # type: ignore[union-attr]
-        return cat in EPILOGUE and all(o.shape == anchor_shape for o in op.outputs)
+        return cat in EPILOGUE and op.id not in no_epilogue and all(o.shape == anchor_shape for o in op.outputs)
 
     for op in graph.ops:
         cat = category_of(op.prim)
@@ -159,7 +227,7 @@ def fuse(graph: Graph) -> Graph:
         add(g, _fuse_bodies(op))
     for v in graph.outputs:
         materialize(v)
-    return Graph(list(graph.inputs), list(graph.outputs), _emit(groups, graph.outputs))
+    return groups
 
 
 def _fuse_bodies(op: Op) -> Op:
@@ -171,12 +239,7 @@ def _fuse_bodies(op: Op) -> Op:
 
 def _emit(groups: list[_Group], graph_outputs: list[Value]) -> list[Op]:
     """Turn groups into ops; a fusion's outputs are the values read outside it."""
-    read_outside: dict[int, set[int]] = {}
-    for gi, g in enumerate(groups):
-        for op in g.ops:
-            for v in op.inputs:
-                if v.id not in g.local:
-                    read_outside.setdefault(v.id, set()).add(gi)
+    read_outside = _read_outside(groups)
     out_ids = {v.id for v in graph_outputs}
     result: list[Op] = []
     for gi, g in enumerate(groups):

@@ -17,7 +17,7 @@ import numpy as np
 from tpusim.compiler.layout import padded_bytes, round_up, sublane_tile
 from tpusim.compiler.precision import PASSES
 from tpusim.ir.geometry import conv_geometry, dot_geometry
-from tpusim.ir.graph import Op
+from tpusim.ir.graph import Op, Value
 from tpusim.program.program import MxuPlan
 
 # Fraction of a core's VMEM the compiler lets one kernel's blocks use; the rest is left for
@@ -39,8 +39,10 @@ def _candidates(base: int, full: int, cap: int = 8192) -> list[int]:
 
 
 def mxu_block_vmem(tm: int, tk: int, tn: int, in_itemsize: int, out_itemsize: int) -> int:
-    """VMEM for one step: double-buffered input blocks, the f32 accumulator, double-buffered output."""
-    return 2 * (tm * tk + tk * tn) * in_itemsize + tm * tn * 4 + 2 * tm * tn * out_itemsize
+    """VMEM for one step: double-buffered input blocks (as DMA'd: an f32 operand converted to
+    bf16 inside the kernel arrives as f32), the f32 accumulator and the output block, written
+    once after the last k step (XLA's scoped VMEM for an f32 8192^3 dot on v4 is this sum)."""
+    return 2 * (tm * tk + tk * tn) * in_itemsize + tm * tn * 4 + tm * tn * out_itemsize
 
 
 def operand_type(op: Op) -> str:
@@ -68,32 +70,36 @@ def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
 
 
 def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
-             tiles: tuple[int, int, int] | None = None, cores: int = 1) -> MxuPlan:
+             tiles: tuple[int, int, int] | None = None, cores: int = 1,
+             sources: tuple[Value, Value] | None = None) -> MxuPlan:
     """Block sizes for one matmul/conv op (its precision must already be assigned).
     `tiles=(tm, tk, tn)` forces the block shape, like a hand-written Pallas kernel's BlockSpecs
-    (clipped to the padded problem)."""
+    (clipped to the padded problem). `sources` are the HBM arrays the operands are made from
+    when a prologue (a convert, a softmax's normalization) is fused in; by default the operands."""
     precision = op.params.get("mxu_precision", "bf16")
     passes = PASSES[precision]
     rows, cols = mxu_shape
     in_dtype = np.dtype(op.inputs[0].dtype)
     in_itemsize = 1 if precision == "int8" else (2 if precision == "bf16" else in_dtype.itemsize)
+    sources = sources or (op.inputs[0], op.inputs[1])
+    dma_itemsize = max(in_itemsize, *(np.dtype(v.dtype).itemsize for v in sources))
     out_itemsize = np.dtype(op.outputs[0].dtype).itemsize
     batch, M, K, N, taps = _mxu_dims(op)
     sub = sublane_tile(np.dtype("bfloat16") if in_itemsize == 2 else in_dtype)
     Mp, Kp, Np = round_up(max(M, 1), sub), round_up(max(K, 1), rows), round_up(max(N, 1), cols)
     plan = MxuPlan(precision, passes, batch, M, K, N, taps, Mp, Kp, Np, sub, rows, cols, 0, in_itemsize, out_itemsize,
                    operand_type(op))
-    lhs_hbm, rhs_hbm, out_hbm = _operand_hbm_bytes(op, plan)
+    lhs_hbm, rhs_hbm, out_hbm = _operand_hbm_bytes(op, sources)
     if tiles is not None:
         tm, tk, tn = (max(1, int(t)) for t in tiles)
         plan.tm, plan.tk, plan.tn = min(round_up(tm, sub), Mp), min(round_up(tk, rows), Kp), min(round_up(tn, cols), Np)
-        plan.vmem_bytes = mxu_block_vmem(plan.tm, plan.tk, plan.tn, in_itemsize, out_itemsize)
+        plan.vmem_bytes = mxu_block_vmem(plan.tm, plan.tk, plan.tn, dma_itemsize, out_itemsize)
         return plan
     best = None
     for tm in _candidates(sub, Mp):
         for tk in _candidates(rows, Kp):
             for tn in _candidates(cols, Np):
-                need = mxu_block_vmem(tm, tk, tn, in_itemsize, out_itemsize)
+                need = mxu_block_vmem(tm, tk, tn, dma_itemsize, out_itemsize)
                 if need > vmem_budget and (tm, tk, tn) != (sub, rows, cols):
                     continue
                 traffic = lhs_hbm * _cdiv(Np, tn) + rhs_hbm * _cdiv(Mp, tm) + out_hbm
@@ -107,18 +113,18 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
     return plan
 
 
-def _operand_hbm_bytes(op: Op, plan: MxuPlan) -> tuple[int, int, int]:
-    """Bytes of lhs, rhs and result as stored in HBM: their own dtypes and tiled layouts
-    (padding to the MXU size happens in VMEM and costs no HBM traffic)."""
-    lhs, rhs, out = op.inputs[0], op.inputs[1], op.outputs[0]
+def _operand_hbm_bytes(op: Op, sources: tuple[Value, Value]) -> tuple[int, int, int]:
+    """Bytes of lhs, rhs (as their sources are stored) and result in HBM: their own dtypes and
+    tiled layouts (padding to the MXU size happens in VMEM and costs no HBM traffic)."""
+    (lhs, rhs), out = sources, op.outputs[0]
     return padded_bytes(lhs.shape, lhs.dtype), padded_bytes(rhs.shape, rhs.dtype), padded_bytes(out.shape, out.dtype)
 
 
-def mxu_hbm_traffic(op: Op, plan: MxuPlan) -> tuple[int, int, int]:
+def mxu_hbm_traffic(op: Op, plan: MxuPlan, sources: tuple[Value, Value] | None = None) -> tuple[int, int, int]:
     """(lhs, rhs, out) bytes moved between HBM and VMEM for the whole kernel: lhs is re-read
     for every block column, rhs for every block row."""
     m_blocks, n_blocks, _ = plan.grid
-    lhs_b, rhs_b, out_b = _operand_hbm_bytes(op, plan)
+    lhs_b, rhs_b, out_b = _operand_hbm_bytes(op, sources or (op.inputs[0], op.inputs[1]))
     return lhs_b * n_blocks, rhs_b * m_blocks, out_b
 
 

@@ -136,6 +136,7 @@ class Program:
     inputs: list[Value]
     outputs: list[Value]
     params: list[Value]
+    donated: set[int] = field(default_factory=set)  # ids of inputs whose buffers the caller gives up
     peak_hbm_bytes: int = 0  # heap size after placement (fragmentation included)
     peak_live_bytes: int = 0  # max over time of the sum of live buffers
     allocations: list[Allocation] = field(default_factory=list)
