@@ -15,6 +15,7 @@ from __future__ import annotations
 from tpusim.compiler.layout import padded_bytes
 from tpusim.errors import OutOfMemoryError
 from tpusim.ir.graph import Value
+from tpusim.ir.opset import EPILOGUE_MOVEMENT, Category, category_of
 from tpusim.program.program import Allocation, Kernel, Program
 
 ALIGN = 512  # bytes; HBM buffers are aligned to whole tiles
@@ -92,11 +93,23 @@ IN_PLACE = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-mul", "s
                       "scatter_min", "scatter-max", "scatter_max", "dynamic_update_slice"})
 
 
+def _read_in_order(kernel: Kernel) -> list[Value]:
+    """The loop kernel's inputs it reads element by element in the order it writes its result
+    (through elementwise work, reductions, broadcasts and reshapes; not through a transpose,
+    slice, pad or concatenation, which could overwrite an element before it is read)."""
+    body = kernel.op.subgraphs.get("fused") if kernel.op is not None else None
+    if body is None:
+        return []
+    reordered = {v.id for op in body.ops for v in op.inputs
+                 if not (category_of(op.prim) in (Category.ELEMENTWISE, Category.TRANSCENDENTAL, Category.REDUCE)
+                         or op.prim in EPILOGUE_MOVEMENT)}
+    return [v for v in kernel.inputs if v.id not in reordered]
+
+
 def _update_in_place(program: Program, allocs: dict[int, Allocation]) -> None:
     """Buffer sharing as XLA's buffer assignment does it: a scatter or dynamic-update-slice
-    writes into its operand's buffer, and an elementwise loop kernel writes a result into an
-    operand of the same size that dies there (both read and write each element once, in
-    order). The shared buffer lives from the operand's birth to the result's last use. A
+    writes into its operand's buffer, and a loop kernel writes a result into an operand of the
+    same size that dies there and that it reads in the order it writes. The shared buffer lives from the operand's birth to the result's last use. A
     program input stays the caller's unless donated."""
     caller_owned = {v.id for v in list(program.inputs) + list(program.params) if v.id not in program.donated}
     for i, k in enumerate(program.kernels):
@@ -105,7 +118,7 @@ def _update_in_place(program: Program, allocs: dict[int, Allocation]) -> None:
         if k.op.prim in IN_PLACE:
             candidates = list(k.op.inputs[:1])
         elif k.kind == "loop":
-            candidates = list(k.inputs)
+            candidates = _read_in_order(k)
         else:
             continue
         for out in k.outputs:
