@@ -43,6 +43,40 @@ def test_batchnorm_relu_and_residual_fuse_into_conv():
     assert {"sub", "rsqrt", "mul", "add", "max"} <= set(fused_prims(g.ops[0]))
 
 
+def _conv_bn_relu(x, w, gamma, beta):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    mean, var = jnp.mean(y, axis=(0, 1, 2)), jnp.var(y, axis=(0, 1, 2))
+    return jax.nn.relu((y - mean) * jax.lax.rsqrt(var + 1e-3) * gamma + beta)
+
+
+_BN_ARGS = [jnp.ones((8, 16, 16, 32)), jnp.ones((3, 3, 32, 64)), jnp.ones(64), jnp.ones(64)]
+
+
+def test_batch_mean_is_reduced_in_the_conv_output_fusion():
+    """XLA:TPU's convolution output fusions also emit reductions of the result tile, so
+    training-mode batch norm reads the conv result back once (the variance), not twice."""
+    g = fuse(ir(_conv_bn_relu, *_BN_ARGS))
+    conv = next(op for op in g.ops if op.prim == "fusion" and op.params["kind"] == "conv")
+    assert "reduce_sum" in fused_prims(conv)
+    assert any(v.shape == (64,) for v in conv.outputs)
+    product = conv.params["anchor"].outputs[0]
+    readers = [op for op in g.ops if op is not conv and any(v.size == product.size for v in op.inputs)]
+    assert len(readers) == 2  # the variance pass and the normalization
+
+
+def test_backward_kernels_leave_no_dead_work():
+    """Every kernel of a batch-norm training gradient writes something someone reads, and the
+    ReLU/BN gradient sums ride in the output fusions of the convolutions that make them."""
+    def loss(x, w, gamma, beta):
+        return jnp.sum(_conv_bn_relu(x, w, gamma, beta) ** 2)
+
+    g = fuse(ir(jax.grad(loss, argnums=(1, 2, 3)), *_BN_ARGS))
+    assert all(op.outputs for op in g.ops)
+    mxu_reductions = [op for op in g.ops if op.prim == "fusion" and op.params["kind"] == "conv"
+                      and "reduce_sum" in fused_prims(op)]
+    assert mxu_reductions
+
+
 def test_elementwise_chain_is_one_kernel():
     g = fuse(ir(lambda x, y: jnp.exp(x * 2 + y) - jnp.tanh(y), jnp.ones((64, 128)), jnp.ones((64, 128))))
     assert kinds(g) == ["loop"]

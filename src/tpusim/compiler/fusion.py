@@ -60,7 +60,54 @@ def fuse(graph: Graph) -> Graph:
     split = _split_epilogues(groups, graph.outputs)
     if split:
         groups = _group(graph, split)
+    groups = _merge_into_outputs(_live(groups, graph.outputs), graph.outputs)
     return Graph(list(graph.inputs), list(graph.outputs), _emit(groups, graph.outputs))
+
+
+def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> list[_Group]:
+    """Multi-output MXU fusions: a loop kernel that reads a matmul/conv result is computed in
+    that kernel's epilogue, while the result tile is still in VMEM, as XLA:TPU's convolution
+    output fusions do, when that saves HBM traffic and keeps one product-sized result: either
+    it leaves only reductions and small values (batch-norm's mean, a bias gradient's sum), or
+    it is the only reader of the product and writes one product-sized value itself (a residual
+    gradient's sum, masked by the ReLU, with batch-norm's gradient sums). It must need no
+    reduction of that kernel and no value made after it."""
+    out_ids = {v.id for v in graph_outputs}
+    owner = {o.id: gi for gi, g in enumerate(groups) for op in g.ops for o in op.outputs}
+    read_outside = _read_outside(groups)
+    merged: dict[int, int] = {}  # loop group index -> MXU group index it joins
+
+    def exported(gi: int, g: _Group) -> list[Value]:
+        return [o for op in g.ops for o in op.outputs
+                if (read_outside.get(o.id, set()) - {gi} - {li for li, mi in merged.items() if mi == gi}) or o.id in out_ids]
+
+    for li, lg in enumerate(groups):
+        if lg.kind != "loop":
+            continue
+        inputs = {v.id for op in lg.ops for v in op.inputs if v.id not in lg.local}
+        mxu = [owner[i] for i in inputs if i in owner and groups[owner[i]].kind in ("matmul", "conv")
+               and i in {o.id for o in groups[owner[i]].anchor.outputs}]  # type: ignore[union-attr]
+        if not mxu:
+            continue
+        mi = merged.get(max(mxu), max(mxu))
+        mg = groups[mi]
+        product = mg.anchor.outputs[0]  # type: ignore[union-attr]
+        if any(i in mg.reduce_outs for i in inputs) or any(
+                owner.get(i, -1) > mi and merged.get(owner[i], owner[i]) != mi for i in inputs):
+            continue
+        big_out = [o for o in exported(li, lg) if o.id not in lg.reduce_outs and o.size * 8 > product.size]
+        if big_out:
+            readers = read_outside.get(product.id, set()) - {mi}
+            mxu_big = [o for o in exported(mi, mg) if o.size * 8 > product.size and o.id != product.id]
+            if len(big_out) > 1 or readers != {li} or product.id in out_ids or mxu_big:
+                continue
+        elif not any(o.id in lg.reduce_outs for o in exported(li, lg)):
+            continue
+        mg.ops.extend(lg.ops)
+        mg.local.update(lg.local)
+        mg.reduce_outs.update(lg.reduce_outs)
+        merged[li] = mi
+    return [g for gi, g in enumerate(groups) if gi not in merged]
 
 
 def _split_epilogues(groups: list[_Group], graph_outputs: list[Value]) -> frozenset[int]:
@@ -235,6 +282,38 @@ def _fuse_bodies(op: Op) -> Op:
     if not op.subgraphs:
         return op
     return replace(op, subgraphs={k: fuse(g) for k, g in op.subgraphs.items()}, id=op.id)
+
+
+def _live(groups: list[_Group], graph_outputs: list[Value]) -> list[_Group]:
+    """Drop the fused ops whose results nobody needs any more (every reader outside recomputes
+    them), and the groups left empty, until nothing changes: dead work moves no bytes."""
+    out_ids = {v.id for v in graph_outputs}
+    while True:
+        read_outside = _read_outside(groups)
+        live_groups, changed = [], False
+        for gi, g in enumerate(groups):
+            if g.kind == "single":
+                live_groups.append(g)
+                continue
+            needed = {o.id for op in g.ops for o in op.outputs
+                      if (read_outside.get(o.id, set()) - {gi}) or o.id in out_ids}
+            kept: list[Op] = []
+            for op in reversed(g.ops):
+                if op is g.anchor or any(o.id in needed for o in op.outputs):
+                    kept.append(op)
+                    needed.update(v.id for v in op.inputs)
+            kept.reverse()
+            if len(kept) != len(g.ops):
+                changed = True
+                if not kept or (g.anchor is not None and not any(
+                        o.id in needed or (read_outside.get(o.id, set()) - {gi}) or o.id in out_ids
+                        for o in g.anchor.outputs)):
+                    continue
+                g = replace(g, ops=kept, local={o.id for op in kept for o in op.outputs})
+            live_groups.append(g)
+        if not changed:
+            return live_groups
+        groups = live_groups
 
 
 def _emit(groups: list[_Group], graph_outputs: list[Value]) -> list[Op]:
