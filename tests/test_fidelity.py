@@ -111,6 +111,9 @@ def test_held_out_kernels_by_family():
         by.setdefault(r.row.family, []).append(abs(r.error))
     vector = [e for fam, es in by.items() if fam.startswith("v4 ") and "GEMM" not in fam for e in es]
     assert median(vector) <= 0.15
+    # Norm kernels stream tens of MB: they need both megacore TensorCores and a pipeline whose
+    # fill is a small block (one core and 8 MiB blocks put them at +27%).
+    assert median(by["v4 norm"]) <= 0.15
     assert median(by["v4 GEMM f16"]) <= 0.25
     assert median(by["tpu7x GEMM bf16"]) <= 0.15
     assert median(by["tpu7x HBM copy"]) <= 0.15

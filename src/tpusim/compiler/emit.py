@@ -35,6 +35,13 @@ def _fused_counts(op: Op) -> Counts:
     return total
 
 
+def _is_fusion(fused: Graph) -> bool:
+    """Whether XLA would emit this loop kernel as a fusion rather than a bare instruction: more
+    than one op (a broadcast constant counts), or a reduction."""
+    return len(fused.ops) > 1 or any(v.is_const for op in fused.ops for v in op.inputs) or any(
+        category_of(op.prim) is Category.REDUCE for op in fused.ops)
+
+
 class ProgramBuilder:
     def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int, tiles: tuple[int, int, int] | None = None,
                  cores: int = 1) -> None:
@@ -114,7 +121,11 @@ class ProgramBuilder:
         values = list(op.inputs) + list(op.outputs)
         total = max((v.size for v in values), default=1)
         per_elem = sum(v.dtype.itemsize for v in values if v.size == total) or 4
-        grid, block = plan_loop(total, per_elem, self.vmem_budget)
+        # XLA:TPU partitions fusions over a megacore chip's TensorCores; a lone elementwise
+        # instruction it leaves unfused runs on one (see Kernel.megacore).
+        megacore = _is_fusion(fused)
+        reduces = any(category_of(o.prim) is Category.REDUCE for o in fused.ops)
+        grid, block = plan_loop(total, per_elem, self.vmem_budget, self.cores if reduces else 1)
         rows = max(1, block // 128)
         specs = [BlockSpec(v, (rows, 128) if v.size == total else v.shape,
                            ("i", "") if v.size == total else ("",) * len(v.shape),
@@ -129,7 +140,7 @@ class ProgramBuilder:
             Step("dma_out", f"{len(op.outputs)} output blocks", _hbm(list(op.outputs)) // grid),
         ]
         return Kernel(self._name("fusion", op.scope), "loop", op, list(op.inputs), list(op.outputs),
-                      (grid,), ("i",), specs, steps, counts, hbm, op.where)
+                      (grid,), ("i",), specs, steps, counts, hbm, op.where, megacore=megacore)
 
     def single_kernel(self, op: Op) -> Kernel:
         cat = category_of(op.prim)

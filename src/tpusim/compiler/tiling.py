@@ -136,14 +136,16 @@ def mxu_hbm_traffic(op: Op, plan: MxuPlan, sources: tuple[Value, Value] | None =
 
 # Largest block (all operands of one grid step) of a loop kernel: past a few MiB a bigger block
 # only lengthens the pipeline's fill and drain. A modelling choice, not calibrated.
-MAX_LOOP_BLOCK_BYTES = 8 * 2**20
+MAX_LOOP_BLOCK_BYTES = 4 * 2**20
 
 
-def plan_loop(total_elems: int, bytes_per_elem: int, vmem_budget: int) -> tuple[int, int]:
+def plan_loop(total_elems: int, bytes_per_elem: int, vmem_budget: int, parallel: int = 1) -> tuple[int, int]:
     """(grid steps, elements per block) for a fused elementwise/reduction kernel: blocks are
-    whole (8,128) tiles, double-buffered, sized to the VMEM budget and MAX_LOOP_BLOCK_BYTES."""
+    whole (8,128) tiles, double-buffered, sized to the VMEM budget and MAX_LOOP_BLOCK_BYTES,
+    and at least `parallel` of them (one per megacore TensorCore) when there are enough tiles."""
     tile = 8 * 128
     budget = min(vmem_budget // 2, MAX_LOOP_BLOCK_BYTES)
     per_block = max(tile, (budget // max(1, bytes_per_elem)) // tile * tile)
-    per_block = min(per_block, round_up(max(total_elems, 1), tile))
+    tiles = math.ceil(max(total_elems, 1) / tile)
+    per_block = min(per_block, math.ceil(tiles / max(1, min(parallel, tiles))) * tile)
     return max(1, math.ceil(total_elems / per_block)), per_block

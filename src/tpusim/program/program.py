@@ -96,6 +96,9 @@ class Kernel:
     where: str = ""
     mxu: MxuPlan | None = None
     bodies: dict[str, "Program"] = field(default_factory=dict)
+    # Whether the compiler partitions the kernel over a megacore chip's TensorCores (XLA does
+    # for fusions, not for a lone unfused instruction).
+    megacore: bool = True
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # interpreter caches
 
     @property
