@@ -59,6 +59,8 @@ def _workload(entry: dict[str, Any]):
 
 
 def _describe(entry: dict[str, Any]) -> str:
+    if entry["kind"] == "training_step":
+        return f"{entry['model']} training step, batch {entry['batch']}, {entry.get('policy', 'float32')}"
     if entry["kind"] != "matmul":
         return f"{entry['kind']} {entry['bytes'] / 2**10:g} KiB per device"
     text = f"{entry['kind']} {entry['m']}x{entry['k']}x{entry['n']} {entry.get('dtype', 'f32')}"
@@ -79,8 +81,30 @@ def _collective_time(entry: dict[str, Any], constants: TimingConstants) -> float
     return collective_cost(entry["kind"], float(entry["bytes"]), ("data",), mesh).time_s + constants.collective_fixed_s
 
 
+def _training_step_time(entry: dict[str, Any], constants: TimingConstants) -> float:
+    """One data-parallel replica's training step: the Keras model (keras.applications
+    architecture) compiled as Keras compiles `fit`, under the entry's dtype policy, on one device."""
+    import keras
+
+    from tpusim.validation.memory_programs import _keras_train, _resnet50
+
+    models = {"resnet50": _resnet50}
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(entry.get("policy", "float32"))
+    try:
+        optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+        program = _keras_train(entry["model"], models[entry["model"]], entry["batch"], optimizer)()
+        compiled = tpu_compile(program.fn, *program.args, device=entry["device"],
+                               donate_argnums=program.donate_argnums, check_memory=False)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return estimate_program(compiled.program, resolve_device(entry["device"]), 0.0, constants).time_s
+
+
 def _model_parts(entry: dict[str, Any], constants: TimingConstants) -> tuple[float, int]:
     """(device time with `constants`, number of MXU grid steps)."""
+    if entry["kind"] == "training_step":
+        return _training_step_time(entry, constants), 0
     if entry["kind"] != "matmul":
         return _collective_time(entry, constants), 0
     fn, args = _workload(entry)
