@@ -1,5 +1,6 @@
 """ResNet-50 (Keras) on a simulated TPU v4: compile + estimate time on this machine, and the
-estimate itself, for inference (batch 128) and one SGD training step (batch 128).
+estimate itself, for inference (batch 128) and one SGD training step (batch 128, f32 and
+Keras's mixed_bfloat16 policy, as TPU training runs use).
 
 Run: python benchmarks/resnet50_compile.py   (target: inference compile+estimate <= 1 s)
 """
@@ -12,6 +13,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax  # noqa: E402
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -36,10 +38,15 @@ def main() -> None:
     model = resnet50()
     x = jax.ShapeDtypeStruct((128, 224, 224, 3), np.float32)
     train = _keras_train("resnet50", _resnet50, 128, "sgd")()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    train_bf16 = _keras_train("resnet50", _resnet50, 128, "sgd")()
+    keras.mixed_precision.set_global_policy("float32")
     rows = [
         ("forward, batch 128", lambda: tpusim.compile(model, x, device="v4"), 128),
-        ("SGD training step, batch 128", lambda: tpusim.compile(train.fn, *train.args, device="v4",
-                                                                donate_argnums=train.donate_argnums), 128),
+        ("SGD training step, batch 128, f32", lambda: tpusim.compile(train.fn, *train.args, device="v4",
+                                                                     donate_argnums=train.donate_argnums), 128),
+        ("SGD training step, batch 128, mixed_bfloat16",
+         lambda: tpusim.compile(train_bf16.fn, *train_bf16.args, device="v4", donate_argnums=train_bf16.donate_argnums), 128),
     ]
     table = Table(title="ResNet-50 on a simulated TPU v4 (compile + estimate on this machine)")
     for col in ("workload", "first s", "warm s", "target", "estimated step", "images/s", "peak HBM", "MXU util"):
