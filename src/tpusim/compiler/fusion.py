@@ -89,7 +89,7 @@ def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> lis
                and i in {o.id for o in groups[owner[i]].anchor.outputs}]  # type: ignore[union-attr]
         if not mxu:
             continue
-        mi = merged.get(max(mxu), max(mxu))
+        mi = max(mxu)  # the latest matmul/conv whose product it reads
         mg = groups[mi]
         product = mg.anchor.outputs[0]  # type: ignore[union-attr]
         if any(i in mg.reduce_outs for i in inputs) or any(
