@@ -47,7 +47,7 @@ class TimingConstants:
     measurement; `tpusim validate` shows how the whole model fares against public numbers."""
 
     # Per grid step of a pipelined kernel (DMA issue, semaphore waits, loop bookkeeping), serial
-    # with the step's work. CALIBRATED: fitted by `tpusim validate --refit` on the Pallas
+    # with the step's work (a streaming loop kernel hides it behind its DMA). CALIBRATED: fitted by `tpusim validate --refit` on the Pallas
     # 128x128x128-block matmuls (4096^3, 8192^3) of the JAX Pallas matmul guide on TPU v5e.
     grid_step_s: float = 2.516e-7
     # One jitted call timed from Python (host dispatch + sync); added only when comparing with

@@ -89,6 +89,9 @@ def _training_step_time(entry: dict[str, Any], constants: TimingConstants) -> fl
     from tpusim.validation.memory_programs import _keras_train, _resnet50
 
     models = {"resnet50": _resnet50}
+    if entry["model"] not in models:
+        raise ValueError(f"measurement {entry['id']!r}: no training workload for model {entry['model']!r} "
+                         f"(known: {', '.join(models)})")
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(entry.get("policy", "float32"))
     try:
