@@ -3,6 +3,8 @@ work and post-fusion HBM traffic."""
 
 from __future__ import annotations
 
+import math
+
 from tpusim.compiler.layout import padded_bytes
 from tpusim.compiler.tiling import mxu_hbm_traffic, plan_loop, plan_mxu
 from tpusim.ir.counts import Counts, op_counts
@@ -149,6 +151,7 @@ class ProgramBuilder:
         ins = [v for v in op.inputs if not (v.is_const and v.size <= 1)]
         counts = op_counts(op)
         bodies: dict[str, Program] = {}
+        megacore = False
         if cat is Category.CONTROL:
             kind = op.prim
             for name, g in op.subgraphs.items():
@@ -162,13 +165,23 @@ class ProgramBuilder:
                     Category.COLLECTIVE: "collective"}.get(cat, "movement")  # type: ignore[arg-type]
             hbm = _hbm(ins) + _hbm(list(op.outputs))
             grid, axes = (1,), ("i",)
-            steps = [Step("dma_in", "operands", _hbm(ins)), Step("vpu", op.prim, flops=int(counts.flops)),
-                     Step("dma_out", "results", _hbm(list(op.outputs)))]
+            if kind in ("window", "movement"):
+                # Pooling, transposes, pads, slices and concatenations stream through VMEM in
+                # pipelined blocks like a fusion, but as lone unfused instructions they run on
+                # one TensorCore of a megacore chip (measured v4 reduce-windows take twice the
+                # two-core time); gathers and RNG stay one irregular block.
+                values = ins + list(op.outputs)
+                total = max((v.size for v in values), default=1)
+                per_elem = max(1, math.ceil(hbm / total))
+                grid = (plan_loop(total, per_elem, self.vmem_budget)[0],)
+            steps = [Step("dma_in", "operands", _hbm(ins) // grid[0]),
+                     Step("vpu", op.prim, flops=int(counts.flops) // grid[0]),
+                     Step("dma_out", "results", _hbm(list(op.outputs)) // grid[0])]
         specs = [BlockSpec(v, v.shape, ("",) * len(v.shape)) for v in ins]
         specs += [BlockSpec(v, v.shape, ("",) * len(v.shape), "out") for v in op.outputs]
         counts.bytes = float(hbm)
         return Kernel(self._name(kind, op.scope), kind, op, ins, list(op.outputs), grid, axes, specs, steps,  # type: ignore[arg-type]
-                      counts, hbm, op.where, None, bodies)
+                      counts, hbm, op.where, None, bodies, megacore=megacore)
 
 
 def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int,

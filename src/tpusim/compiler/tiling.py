@@ -136,7 +136,7 @@ def mxu_hbm_traffic(op: Op, plan: MxuPlan, sources: tuple[Value, Value] | None =
 
 # Largest block (all operands of one grid step) of a loop kernel: past a few MiB a bigger block
 # only lengthens the pipeline's fill and drain. A modelling choice, not calibrated.
-MAX_LOOP_BLOCK_BYTES = 4 * 2**20
+MAX_LOOP_BLOCK_BYTES = 2 * 2**20
 
 
 def plan_loop(total_elems: int, bytes_per_elem: int, vmem_budget: int, parallel: int = 1) -> tuple[int, int]:

@@ -27,6 +27,10 @@ class Calibration:
     hbm_efficiency: float  # fraction of rated HBM bandwidth a streaming kernel sustains
     mxu_efficiency: float  # fraction of MXU peak a large, well-tiled matmul sustains
     f16_mxu_rate: float = 1.0  # speed of float16 operands relative to bf16 (no native f16 MXU path)
+    # Share of the systolic array's first-fold fill and drain (weight load, skew, column travel:
+    # 2R + C - 2 cycles) that a kernel's time shows; the rest overlaps the operand DMA and the
+    # kernel's fixed setup already counted in kernel_floor_s. Matters only for tiny matmuls.
+    mxu_fill_share: float = 1.0
     generation: str = "default"
 
     def describe(self) -> dict[str, dict[str, str | float]]:

@@ -144,14 +144,16 @@ class TensorCoreTimer:
         p = kernel.mxu
         assert p is not None
         mxus = self.mxus_per_core * (cores or self.cores)
-        m_blocks, n_blocks, k_steps = p.grid
-        per_step = folds(p.tk, p.tn, self.rows, self.cols)
+        m_blocks = p.grid[0]
+        # A last partial block along K or N is masked, not padded to a whole block: the array
+        # runs the padded problem's folds, once per M block (each M block re-streams them).
         rate, _ = self.mxu_rate(p)
-        total_folds = p.batch * m_blocks * n_blocks * k_steps * per_step * p.passes / rate
+        total_folds = p.batch * p.taps * m_blocks * folds(p.Kp, p.Np, self.rows, self.cols) * p.passes / rate
         per_mxu = max(1, math.ceil(total_folds / mxus))
         rows_streamed = max(1, math.ceil(p.Mp / m_blocks))
         cycles = ws_cycles_for_folds(per_mxu, rows_streamed, self.rows, self.cols)
-        return cycles / self.clock_hz / self.cal.mxu_efficiency
+        fill = min(cycles, 2 * self.rows + self.cols - 2)  # the first fold's load, skew and drain
+        return ((cycles - fill) / self.cal.mxu_efficiency + fill * self.cal.mxu_fill_share) / self.clock_hz
 
     def xlu_seconds(self, kernel: Kernel, cores: int) -> float:
         """Cross-lane work of a windowed op whose window or stride spans the minor (lane) dim
@@ -179,6 +181,19 @@ class TensorCoreTimer:
             parallel = math.prod(kernel.grid)
         return max(1, min(self.cores, parallel))
 
+    @staticmethod
+    def steps_per_core(kernel: Kernel, cores: int) -> int:
+        """Grid steps one TensorCore runs: megacore hands each core its own share of the
+        parallel blocks (M/N blocks of a matmul, blocks of a loop kernel), and each core
+        pipelines only its share."""
+        steps = max(1, math.prod(kernel.grid))
+        if cores == 1:
+            return steps
+        if kernel.mxu is not None:
+            m_blocks, n_blocks, k_steps = kernel.mxu.grid
+            return math.ceil(m_blocks * n_blocks / cores) * k_steps
+        return math.ceil(steps / cores)
+
     # ---- kernels -------------------------------------------------------------------------
     def time_kernel(self, kernel: Kernel) -> KernelTime:
         if kernel.bodies:
@@ -199,7 +214,7 @@ class TensorCoreTimer:
         if kernel.kind == "window":
             vpu_s += self.xlu_seconds(kernel, cores)
         dma_s = self.dma_seconds(kernel.hbm_bytes, cores)
-        steps = max(1, math.prod(kernel.grid))
+        steps = self.steps_per_core(kernel, cores)
         steady = max(mxu_s, vpu_s, dma_s)
         if steps > 1:  # double-buffered: engines overlap; one step's DMA fills and drains the pipe
             fill = dma_s / steps

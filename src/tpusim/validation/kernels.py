@@ -124,9 +124,12 @@ FIT_SUBSETS: list[tuple[str, str, str, Callable[[Row], bool]]] = [
      lambda r: r.subset == "data_add_1d_1"),
     ("v4", "hbm_efficiency", "the 2-D adds of 64x64..1024x1024 (data_add_2d_1)",
      lambda r: r.subset == "data_add_2d_1"),
+    ("v4", "mxu_fill_share", "the 125 GEMMs with M, N, K in {2, 8, 32, 128, 512} (trace_matmul_single)",
+     lambda r: r.subset == "trace_matmul_single"),
     ("v4", "f16_mxu_rate", "the float16 GEMMs with M, N, K >= 2048 in matmul_new_4096",
      lambda r: r.subset == "matmul_new_4096" and _min_dim(r) >= 2048),
-    ("tpu7x", "kernel_floor_s", "the 2 and 4 MiB HBM copies", lambda r: r.subset == "tpu7x-copy" and _elements(r) <= 2**21),
+    ("tpu7x", "kernel_floor_s", "the 128^3 and 256^3 GEMMs (the smallest kernels timed)",
+     lambda r: r.subset == "tpu7x-gemm" and _min_dim(r) <= 256),
     ("tpu7x", "hbm_efficiency", "the HBM copies of 1 GiB and more",
      lambda r: r.subset == "tpu7x-copy" and _elements(r) >= 2**29),
     ("tpu7x", "mxu_efficiency", "the 16384^3 and 32768^3 GEMMs", lambda r: r.subset == "tpu7x-gemm" and _min_dim(r) >= 16384),
@@ -227,7 +230,7 @@ def _log_error(rows: Iterable[Row], cal: Calibration) -> float:
 def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
     """1-D search (log-spaced, then golden section) of the constant minimizing the subset's
     median |log error|."""
-    lo, hi = {"kernel_floor_s": (1e-8, 5e-6)}.get(name, (0.05, 1.5))
+    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "mxu_fill_share": (0.01, 1.5)}.get(name, (0.05, 1.5))
     score = lambda v: _log_error(rows, replace(cal, **{name: v}))  # noqa: E731
     grid = [lo * (hi / lo) ** (i / 24) for i in range(25)]
     best = min(grid, key=score)
