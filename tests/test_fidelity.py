@@ -56,6 +56,35 @@ def test_megacore_needs_a_block_per_core():
     assert mid.kernels[0].mxu.grid[0] * mid.kernels[0].mxu.grid[1] >= 2
 
 
+def test_a_partial_last_block_is_not_charged_as_a_whole_one():
+    """N = 2560 in blocks of 1024 masks the last block: MXU time scales with 2560, not 3072."""
+    t = {n: tpusim.compile(*_mm(4096, 4096, n), device="v4").estimate().ops[0].mxu_s for n in (2560, 3072)}
+    assert t[2560] / t[3072] == pytest.approx(2560 / 3072, rel=0.03)
+
+
+def test_megacore_cores_pipeline_only_their_own_blocks():
+    """A two-block matmul on v4 is one block per TensorCore: no grid-step overhead, no pipeline."""
+    from tpusim.hardware.chip import resolve_device
+    from tpusim.sim.timing import TensorCoreTimer
+
+    kernel = tpusim.compile(*_mm(1024, 1024, 1024), device="v4").kernels[0]
+    timer = TensorCoreTimer(resolve_device("v4"))
+    blocks = kernel.mxu.grid[0] * kernel.mxu.grid[1] * kernel.mxu.grid[2]
+    assert timer.steps_per_core(kernel, 2) == math.ceil(kernel.mxu.grid[0] * kernel.mxu.grid[1] / 2) * kernel.mxu.grid[2]
+    assert timer.steps_per_core(kernel, 1) == blocks
+
+
+def test_pooling_streams_in_pipelined_blocks():
+    """A large reduce-window is cut into blocks whose DMA overlaps the work (it used to be one
+    block: read everything, pool, write everything)."""
+    x = jax.ShapeDtypeStruct((64, 128, 56, 56), jnp.float16)
+    pool = lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")  # noqa: E731
+    compiled = tpusim.compile(pool, x, device="v4")
+    op = compiled.estimate().ops[0]
+    assert compiled.kernels[0].grid[0] > 4
+    assert op.time_s < 0.8 * (op.dma_s + op.vpu_s)
+
+
 def test_layer_norm_does_not_store_x_minus_mean():
     """XLA recomputes the centred input in the normalizing kernel instead of writing it to HBM."""
     def layer_norm(x):
