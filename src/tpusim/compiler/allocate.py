@@ -78,7 +78,7 @@ def liveness(program: Program) -> list[Allocation]:
                 allocs[v.id].end = max(allocs[v.id].end, i)
             else:
                 add(v, 0, last)  # a constant read by this kernel
-        scratch = sum(body.peak_live_bytes for body in k.bodies.values())
+        scratch = sum(body_temporaries(body) for body in k.bodies.values())
         if scratch:
             tmp = Value((scratch,), "uint8", "temp", name=f"{k.name}/body-temporaries")
             allocs[tmp.id] = Allocation(tmp, 0, _align(scratch), i, i)
@@ -87,6 +87,16 @@ def liveness(program: Program) -> list[Allocation]:
             allocs[v.id].end = last  # a donated input returned as it is stays to the end too
     _update_in_place(program, allocs)
     return list({id(a): a for a in allocs.values()}.values())
+
+
+def body_temporaries(body: Program) -> int:
+    """Peak bytes a loop or branch body needs beyond its operands and results: the values it
+    makes and drops within one iteration (a layer's activations, attention scores). The carry
+    and the per-iteration slices are the loop's own buffers in the enclosing program, and the
+    results are written into them, so neither is counted again here."""
+    boundary = {v.id for v in list(body.inputs) + list(body.params) + list(body.outputs)}
+    allocs = [a for a in liveness(body) if a.value.id not in boundary]
+    return max(live_profile(allocs, len(body.kernels)), default=0)
 
 
 IN_PLACE = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul", "scatter-min",
