@@ -85,6 +85,15 @@ def test_pooling_streams_in_pipelined_blocks():
     assert op.time_s < 0.8 * (op.dma_s + op.vpu_s)
 
 
+def test_a_reduction_over_lanes_pays_the_permute_unit():
+    """Summing over the minor (lane) dim needs a cross-lane reduce per vreg; over a major dim it
+    is plain VPU adds across vregs. Same bytes, so only the vector time differs."""
+    x = jax.ShapeDtypeStruct((4096, 4096), jnp.float32)
+    lanes = tpusim.compile(lambda v: v.sum(1), x, device="v4").estimate().ops[0]
+    rows = tpusim.compile(lambda v: v.sum(0), x, device="v4").estimate().ops[0]
+    assert lanes.vpu_s > 2 * rows.vpu_s and lanes.dma_s == pytest.approx(rows.dma_s, rel=0.05)
+
+
 def test_layer_norm_does_not_store_x_minus_mean():
     """XLA recomputes the centred input in the normalizing kernel instead of writing it to HBM."""
     def layer_norm(x):

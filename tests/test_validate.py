@@ -29,7 +29,10 @@ def test_held_out_measurements_are_predicted_within_15_percent():
     held_out = [c for c in checks if c.fit is None and "training step" not in c.workload]
     assert len(held_out) >= 10
     assert all(abs(c.error) < 0.15 for c in held_out), [(c.id, round(c.error, 3)) for c in held_out]
-    # Whole training steps: ResNet-50 on one v3 TensorCore against the Flax ImageNet example's
-    # wall time (an upper bound on the step). Not yet at the 25% bar: the issue note says why.
-    steps = [c for c in checks if "training step" in c.workload]
-    assert steps and all(-0.25 < c.error < 0.40 for c in steps), [(c.id, round(c.error, 3)) for c in steps]
+    # Whole training steps against published wall times (upper bounds on the step): ResNet-50 on
+    # one v3 TensorCore (Flax ImageNet example) and on one v4 chip (MLPerf v1.0, 64 chips). Not
+    # yet at the 25% bar on v4: the issue note says why. These bounds pin today's numbers so a
+    # regression shows.
+    steps = {c.id: c.error for c in checks if "training step" in c.workload}
+    assert -0.25 < steps["v3-resnet50-train-b128"] < 0.30, steps
+    assert -0.25 < steps["v4-resnet50-train-b128"] < 0.60, steps

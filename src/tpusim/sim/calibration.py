@@ -24,13 +24,18 @@ class Calibration:
     """What one generation's kernels achieve beyond the chip file's peaks."""
 
     kernel_floor_s: float  # device time of the smallest kernel: launch, scalar setup, first DMA round trip
-    hbm_efficiency: float  # fraction of rated HBM bandwidth a streaming kernel sustains
+    hbm_efficiency: float  # fraction of rated HBM bandwidth a streaming kernel on all of a device's TensorCores sustains
     mxu_efficiency: float  # fraction of MXU peak a large, well-tiled matmul sustains
     f16_mxu_rate: float = 1.0  # speed of float16 operands relative to bf16 (no native f16 MXU path)
     # Share of the systolic array's first-fold fill and drain (weight load, skew, column travel:
     # 2R + C - 2 cycles) that a kernel's time shows; the rest overlaps the operand DMA and the
     # kernel's fixed setup already counted in kernel_floor_s. Matters only for tiny matmuls.
     mxu_fill_share: float = 1.0
+    # Fraction of the chip's rated HBM bandwidth ONE TensorCore of a megacore chip (v4, v5p)
+    # sustains while the other is idle; 0 means half of hbm_efficiency. One core's DMA engines
+    # cannot pull the whole chip's bandwidth (v4: a bare add on one core streams at about a
+    # third of what a two-core fusion does).
+    one_core_hbm_fraction: float = 0.0
     generation: str = "default"
 
     def describe(self) -> dict[str, dict[str, str | float]]:

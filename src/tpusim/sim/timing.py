@@ -17,7 +17,9 @@ pipeline fill and drain; a kernel of one step cannot overlap them (in, compute, 
 - VPU: elements x ops over an 8 x 128 x ALUs-wide vector unit per core; transcendentals cost
   more (they go through a narrower unit).
 - DMA: the kernel's HBM bytes (tiling re-reads included) at the calibrated sustained fraction
-  of the HBM bandwidth.
+  of the HBM bandwidth; on a megacore chip a kernel on one TensorCore gets its own (smaller)
+  calibrated fraction, not half of what both cores stream together.
+- Reductions over the minor (lane) dim and windows along it also pay the reduce/permute unit.
 - floor: the fixed device time of any kernel (launch, scalar setup, first DMA round trip).
 The per-generation constants (floor, HBM and MXU efficiency, f16 rate) live in
 sim/calibration.yaml with the measured rows each was fitted on (`tpusim validate`).
@@ -49,11 +51,11 @@ class TimingConstants:
     # Per grid step of a pipelined kernel (DMA issue, semaphore waits, loop bookkeeping), serial
     # with the step's work (a streaming loop kernel hides it behind its DMA). CALIBRATED: fitted by `tpusim validate --refit` on the Pallas
     # 128x128x128-block matmuls (4096^3, 8192^3) of the JAX Pallas matmul guide on TPU v5e.
-    grid_step_s: float = 2.516e-7
+    grid_step_s: float = 2.607e-7
     # One jitted call timed from Python (host dispatch + sync); added only when comparing with
     # measurements taken that way, never to device time. CALIBRATED: fitted on the XLA bf16
     # 1024^3 matmul of the same guide (v5e).
-    host_dispatch_s: float = 9.57e-5
+    host_dispatch_s: float = 9.68e-5
     # Fixed cost of one collective beyond its hops and bytes (synchronization, DMA setup).
     # CALIBRATED: fitted on the small-payload (1-16 KiB) lax.ppermute timings on v5p-8 in
     # marin-community/marin issue #6736; the larger payloads there are held out.
@@ -126,8 +128,11 @@ class TensorCoreTimer:
 
     def dma_seconds(self, nbytes: float, cores: int | None = None) -> float:
         """HBM time at the sustained bandwidth of `cores` TensorCores (all of the device's by default)."""
-        share = (cores or self.cores) / self.cores
-        return nbytes / (self.bw * share * self.cal.hbm_efficiency) if nbytes else 0.0
+        cores = cores or self.cores
+        fraction = self.cal.hbm_efficiency
+        if cores < self.cores:
+            fraction = cores * (self.cal.one_core_hbm_fraction or self.cal.hbm_efficiency / self.cores)
+        return nbytes / (self.bw * fraction) if nbytes else 0.0
 
     def mxu_rate(self, plan: MxuPlan) -> tuple[float, str]:
         """(speed relative to the bf16 peak, label) for the kernel's operand type."""
@@ -167,6 +172,19 @@ class TensorCoreTimer:
             return 0.0
         vregs = math.ceil(max(v.size for v in kernel.inputs) / (8 * 128))
         instructions = vregs * (window[-1] - 1 + strides[-1])
+        return instructions * 8 / (self.clock_hz * cores)
+
+    def lane_reduce_seconds(self, kernel: Kernel, cores: int) -> float:
+        """Cross-lane work of reductions over the minor (lane) dim (a norm's mean and variance
+        over the features): each (8,128) vreg of the reduced input needs one lane-reduce on the
+        reduce/permute unit, at one instruction per 8 cycles (XProf's unit rates). Reductions
+        over major dims are plain VPU adds across vregs. A modelling assumption, not fitted."""
+        fused = kernel.op.subgraphs.get("fused") if kernel.op is not None else None
+        instructions = 0
+        for op in (fused.ops if fused is not None else ()):
+            if op.prim.startswith("reduce_") and op.inputs and op.inputs[0].shape:
+                if len(op.inputs[0].shape) - 1 in tuple(op.params.get("axes") or ()):
+                    instructions += math.ceil(op.inputs[0].size / (8 * 128))
         return instructions * 8 / (self.clock_hz * cores)
 
     def cores_used(self, kernel: Kernel) -> int:
@@ -213,6 +231,8 @@ class TensorCoreTimer:
         vpu_s = self.vpu_seconds(max(vpu_flops, 0.0), c.transcendentals, cores)
         if kernel.kind == "window":
             vpu_s += self.xlu_seconds(kernel, cores)
+        elif kernel.kind == "loop":
+            vpu_s += self.lane_reduce_seconds(kernel, cores)
         dma_s = self.dma_seconds(kernel.hbm_bytes, cores)
         steps = self.steps_per_core(kernel, cores)
         steady = max(mxu_s, vpu_s, dma_s)

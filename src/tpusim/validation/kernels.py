@@ -122,8 +122,10 @@ def _elements(row: Row) -> int:
 FIT_SUBSETS: list[tuple[str, str, str, Callable[[Row], bool]]] = [
     ("v4", "kernel_floor_s", "the 256 1-D adds of 32..8192 elements (data_add_1d_1)",
      lambda r: r.subset == "data_add_1d_1"),
-    ("v4", "hbm_efficiency", "the 2-D adds of 64x64..1024x1024 (data_add_2d_1)",
+    ("v4", "one_core_hbm_fraction", "the 2-D adds of 64x64..1024x1024 (data_add_2d_1; XLA runs a bare add on one core)",
      lambda r: r.subset == "data_add_2d_1"),
+    ("v4", "hbm_efficiency", "the 20 batch-norm inference kernels moving >= 512 MiB (data_batch_norm; two-core fusions)",
+     lambda r: r.subset == "data_batch_norm" and math.prod(r.build[1]) * 6 >= 2**29),
     ("v4", "mxu_fill_share", "the 125 GEMMs with M, N, K in {2, 8, 32, 128, 512} (trace_matmul_single)",
      lambda r: r.subset == "trace_matmul_single"),
     ("v4", "f16_mxu_rate", "the float16 GEMMs with M, N, K >= 2048 in matmul_new_4096",
@@ -230,7 +232,8 @@ def _log_error(rows: Iterable[Row], cal: Calibration) -> float:
 def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
     """1-D search (log-spaced, then golden section) of the constant minimizing the subset's
     median |log error|."""
-    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "mxu_fill_share": (0.01, 1.5)}.get(name, (0.05, 1.5))
+    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "mxu_fill_share": (0.01, 1.5),
+                  "one_core_hbm_fraction": (0.05, 1.0)}.get(name, (0.05, 1.5))
     score = lambda v: _log_error(rows, replace(cal, **{name: v}))  # noqa: E731
     grid = [lo * (hi / lo) ** (i / 24) for i in range(25)]
     best = min(grid, key=score)
