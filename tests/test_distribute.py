@@ -24,6 +24,10 @@ from tpusim.distribute.topology import SliceConfigError
     ("v5p-128", 64, (4, 4, 4), (True, True, True), 16),
     ("v6e-64", 64, (8, 8), (False, False), 8),
     ("v3-2048", 1024, (32, 32), (True, True), 256),
+    ("v4-384", 192, (4, 4, 12), (True, True, True), 48),  # sizes of whole 4x4x4 cubes, not only powers of two
+    ("v5p-3072", 1536, (8, 12, 16), (True, True, True), 384),
+    ("v5p-12288", 6144, (16, 16, 24), (True, True, True), 1536),
+    ("v4:4x8x64", 2048, (4, 8, 64), (True, True, True), 512),  # an explicit Cloud TPU topology
 ])
 def test_slices_named_like_cloud_tpu(name, chips, shape, wrap, hosts):
     s = parse_system(name)
@@ -38,6 +42,39 @@ def test_multislice_and_bad_names():
     with pytest.raises(SliceConfigError, match="TensorCores"):
         parse_system("v4-7")
     assert parse_system("v4") is None
+    with pytest.raises(SliceConfigError, match="multiple of 64"):
+        parse_system("v4-200")  # 100 chips: neither a power of two nor whole cubes
+    with pytest.raises(SliceConfigError, match="multiple of 4"):
+        parse_system("v4:4x6x8")
+
+
+def test_scale_works_on_every_generation_and_keeps_its_rows():
+    """Default chip counts stop at the generation's largest slice; TPU v3 and TPU7x (two devices
+    per chip) get a mesh over every device; the per-chip numbers are per chip."""
+    from tpusim.distribute.scaling import check_chip_counts, default_chip_counts, scaling_curve
+
+    assert default_chip_counts("v5e") == [1, 8, 64, 256] and max(default_chip_counts("v4")) == 4096
+    with pytest.raises(SliceConfigError, match="1 to 256"):
+        check_chip_counts("v6e", [1, 512])
+    small = {"layers": 2, "d_model": 256, "heads": 4, "seq": 128}
+    for device in ("v3", "tpu7x"):
+        one, eight = scaling_curve("gpt", device, [1, 8], per_chip_batch=2, gpt_config=small)
+        assert not one.note and not eight.note
+        assert one.system in ("v3-2", "tpu7x-1") and 0.3 < eight.efficiency <= 1.05
+
+
+def test_exposed_communication_is_never_negative():
+    """A shard_slice is a local copy: it is not communication and cannot be 'hidden'."""
+    def f(a, x):
+        y = jax.lax.with_sharding_constraint(x, P("data"))  # a replicated input sliced locally
+        return jnp.tanh(a @ a).sum() + (y * 2).sum()
+
+    c = tpusim.compile(f, jax.ShapeDtypeStruct((2048, 2048), jnp.float32), jax.ShapeDtypeStruct((4096, 1024), jnp.float32),
+                       device="v5e-8")
+    est = c.estimate()
+    assert any(op.name.startswith("shard_slice") for op in est.ops)
+    assert 0 <= est.exposed_communication_s <= est.communication_s + 1e-12
+    assert all(op.hidden_s <= op.comm_s + 1e-12 for op in est.ops)
 
 
 def test_collectives_match_the_ring_closed_forms():

@@ -168,16 +168,24 @@ def _validate_memory() -> None:
 @app.command()
 def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt (FSDP x tensor parallel)"),
           device: str = typer.Option("v4", help="TPU version: v4, v5e, v5p, v6e, tpu7x"),
-          chips: str = typer.Option("1,8,64,512,4096", help="comma-separated chip counts"),
+          chips: str = typer.Option(None, help="comma-separated chip counts (default: 1, 8, 64, 512, 4096 up "
+                                                  "to the generation's largest slice)"),
           batch_per_chip: int = typer.Option(None, help="per-chip batch (images, or sequences for gpt)"),
           plot: str = typer.Option(None, help="write the scaling plot (PNG) here")) -> None:
     """Estimate a training step from one chip to a pod: time, throughput, efficiency, compute
     vs communication."""
     from rich.table import Table
 
-    from tpusim.distribute.scaling import plot_scaling, scaling_curve
+    from tpusim.distribute.scaling import check_chip_counts, default_chip_counts, plot_scaling, scaling_curve
 
-    counts = [int(c) for c in chips.split(",") if c.strip()]
+    try:
+        counts = [int(c) for c in chips.split(",") if c.strip()] if chips else default_chip_counts(device)
+    except ValueError:
+        raise typer.BadParameter(f"--chips takes comma-separated whole numbers, got {chips!r}", param_hint="--chips") from None
+    try:
+        check_chip_counts(device, counts)
+    except TpusimError as e:
+        raise typer.BadParameter(str(e), param_hint="--chips") from None
     try:
         with console.status(f"compiling and estimating {model} on {len(counts)} {device} slices..."):
             points = scaling_curve(model, device, counts, batch_per_chip)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from tpusim.api import compile as tpu_compile
-from tpusim.distribute.topology import _COUNTS_CORES
+from tpusim.distribute.topology import _COUNTS_CORES, make_slice
 from tpusim.errors import OutOfMemoryError, TpusimError
 from tpusim.hardware.chip import resolve_device
 
@@ -44,9 +44,30 @@ class ScalePoint:
 
 def slice_name(device: str, chips: int) -> str:
     chip = resolve_device(device)
-    if chips == 1:
+    if chips == 1 and _devices(device, 1) == 1:
         return chip.name
     return f"{chip.name}-{chips * 2 if chip.name in _COUNTS_CORES else chips}"
+
+
+def default_chip_counts(device: str) -> list[int]:
+    """1, 8, 64, 512, 4096 chips as far as the generation's largest slice, and that slice."""
+    chip = resolve_device(device)
+    limit = int(chip.pod_max_chips.value) if chip.pod_max_chips else 1
+    counts = [n for n in (1, 8, 64, 512, 4096) if n <= limit]
+    return counts + ([limit] if limit not in counts else [])
+
+
+def check_chip_counts(device: str, chips: list[int]) -> None:
+    """Raise a SliceConfigError naming the problem for any count that is not a slice of
+    `device` (before anything is compiled)."""
+    for n in chips:
+        if n > 1:
+            make_slice(resolve_device(device).name, n)
+
+
+def _devices(device: str, chips: int) -> int:
+    """JAX devices in the slice: TPU v2/v3 and TPU7x expose each TensorCore (chiplet) as one."""
+    return make_slice(resolve_device(device).name, chips).devices
 
 
 def _resnet_point(device: str, chips: int, per_chip_batch: int, model: Any) -> tuple[Any, int, float]:
@@ -56,8 +77,8 @@ def _resnet_point(device: str, chips: int, per_chip_batch: int, model: Any) -> t
     x = jax.ShapeDtypeStruct((batch, 224, 224, 3), jnp.float32)
     y = jax.ShapeDtypeStruct((batch,), jnp.int32)
     kw: dict[str, Any] = {}
-    if chips > 1:
-        kw = {"mesh": {"data": chips}, "in_specs": (None, P("data"))}
+    if _devices(device, chips) > 1:
+        kw = {"mesh": {"data": _devices(device, chips)}, "in_specs": (None, P("data"))}
     c = tpu_compile(_named_train_step(model), _state(model), (x, y), device=slice_name(device, chips), **kw)
     return c, batch, float(batch)
 
@@ -68,10 +89,10 @@ def _gpt_point(device: str, chips: int, per_chip_batch: int, cfg: dict[str, int]
     batch = per_chip_batch * chips
     fn, args = gpt_train_step_shapes(batch=batch, **cfg)
     kw: dict[str, Any] = {}
-    if chips > 1:
-        model = math.gcd(chips, 4, cfg["heads"])
-        fsdp = chips // model
-        kw = {"mesh": {"fsdp": fsdp, "model": model}, "in_specs": gpt_specs(args[0], data_axes="fsdp")}
+    devices = _devices(device, chips)
+    if devices > 1:
+        model = math.gcd(devices, 4, cfg["heads"])
+        kw = {"mesh": {"fsdp": devices // model, "model": model}, "in_specs": gpt_specs(args[0], data_axes="fsdp")}
     c = tpu_compile(fn, *args, device=slice_name(device, chips), **kw)
     return c, batch, float(batch * cfg["seq"])
 
@@ -79,10 +100,17 @@ def _gpt_point(device: str, chips: int, per_chip_batch: int, cfg: dict[str, int]
 GPT_DEFAULT = {"layers": 24, "d_model": 2048, "heads": 16, "seq": 1024, "vocab": 50304}
 
 
+def _missing(chips: int, device: str, per_chip_batch: int, started: float, why: str) -> ScalePoint:
+    nan = float("nan")
+    return ScalePoint(chips, slice_name(device, chips), per_chip_batch * chips, nan, nan, nan, nan, nan, nan, nan,
+                      time.perf_counter() - started, why)
+
+
 def scaling_curve(model: str, device: str, chips: list[int], per_chip_batch: int | None = None,
                   gpt_config: dict[str, int] | None = None) -> list[ScalePoint]:
     if model not in ("resnet50", "gpt"):
         raise TpusimError(f"unknown model '{model}' for scaling: use 'resnet50' or 'gpt'")
+    check_chip_counts(device, chips)
     keras_model = None
     if model == "resnet50":
         from tpusim.models import resnet50
@@ -104,9 +132,10 @@ def scaling_curve(model: str, device: str, chips: list[int], per_chip_batch: int
             else:
                 c, batch, items = _gpt_point(device, n, per_chip_batch, cfg)
         except OutOfMemoryError as e:
-            nan = float("nan")
-            points.append(ScalePoint(n, slice_name(device, n), per_chip_batch * n, nan, nan, nan, nan, nan, nan, nan,
-                                     time.perf_counter() - t, f"does not fit: needs {e.peak_bytes / 2**30:.1f} GiB per device"))
+            points.append(_missing(n, device, per_chip_batch, t, f"does not fit: needs {e.peak_bytes / 2**30:.1f} GiB per device"))
+            continue
+        except TpusimError as e:  # keep the rows already computed; say why this one is missing
+            points.append(_missing(n, device, per_chip_batch, t, f"failed: {e}"))
             continue
         est = c.estimate()
         wall = time.perf_counter() - t
@@ -114,7 +143,8 @@ def scaling_curve(model: str, device: str, chips: list[int], per_chip_batch: int
         if base is None:
             base = throughput / n
         points.append(ScalePoint(n, slice_name(device, n), batch, est.time_s, throughput, throughput / (n * base),
-                                 est.compute_s, est.communication_s, est.exposed_communication_s, est.tflops, wall))
+                                 est.compute_s, est.communication_s, est.exposed_communication_s,
+                                 est.tflops * _devices(device, n) / n, wall))
     return points
 
 

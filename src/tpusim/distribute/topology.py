@@ -30,17 +30,41 @@ class SliceConfigError(TpusimError):
     """A slice name or shape that does not exist for that TPU version."""
 
 
+def _most_cubic(n: int) -> tuple[int, int, int]:
+    """The a <= b <= c with a * b * c = n whose longest side is shortest (then the shortest
+    longest)."""
+    best = (1, 1, n)
+    for a in range(1, round(n ** (1 / 3)) + 2):
+        if n % a:
+            continue
+        for b in range(a, math.isqrt(n // a) + 1):
+            if (n // a) % b == 0:
+                cand = (a, b, n // a // b)
+                if (cand[2], -cand[0]) < (best[2], -best[0]):
+                    best = cand
+    return best
+
+
+def _valid_3d(chips: int) -> bool:
+    """Below one 4x4x4 cube, slices are powers of two (2x2x1 ... 2x4x4); from 64 chips on they
+    are whole cubes: every side a multiple of 4 (Cloud TPU's v4/v5p/TPU7x topologies)."""
+    return (chips < 64 and chips & (chips - 1) == 0) or (chips >= 64 and chips % 64 == 0)
+
+
 def _shape_3d(chips: int) -> tuple[int, int, int]:
-    """The most cubic x <= y <= z power-of-two shape (v4/v5p/7x slice shapes: 2x2x1, 2x2x2,
-    2x2x4, 2x4x4, 4x4x4, 4x4x8, ...)."""
-    if chips & (chips - 1):
-        raise SliceConfigError(f"{chips} chips is not a standard 3D slice (powers of two)")
-    dims = [1, 1, 1]
-    i = 0
-    while math.prod(dims) < chips:
-        dims[i % 3] *= 2
-        i += 1
-    return tuple(sorted(dims))  # type: ignore[return-value]
+    """Cloud TPU's default topology for a chip count: 2x2x1, 2x2x2, 2x2x4, 2x4x4 below a cube,
+    then the most cubic arrangement of 4x4x4 cubes (v4-384 is 4x4x12, v5p-3072 8x12x16)."""
+    if not _valid_3d(chips):
+        raise SliceConfigError(f"{chips} chips is not a 3D slice: below 64 chips a power of two, from 64 on a "
+                               f"multiple of 64 (whole 4x4x4 cubes), e.g. 64, 128, 192, 256, 384, 512")
+    if chips < 64:
+        dims = [1, 1, 1]
+        i = 0
+        while math.prod(dims) < chips:
+            dims[i % 3] *= 2
+            i += 1
+        return tuple(sorted(dims))  # type: ignore[return-value]
+    return tuple(4 * d for d in _most_cubic(chips // 64))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -129,16 +153,28 @@ def make_slice(version: str, chips: int, shape: tuple[int, ...] | None = None) -
                                    f"(one of {', '.join(str(k) for k in _SHAPES_2D if k <= limit)})")
     if math.prod(shape) != chips:
         raise SliceConfigError(f"shape {shape} holds {math.prod(shape)} chips, not {chips}")
+    if three_d and (len(shape) != 3 or (chips >= 64 and any(d % 4 for d in shape))):
+        raise SliceConfigError(f"{version} topology {'x'.join(map(str, shape))} is not a Cloud TPU slice: three "
+                               f"sides, each a multiple of 4 from 64 chips on (e.g. 4x4x8, 4x8x64)")
     name = f"{version}-{chips * 2 if version in _COUNTS_CORES else chips}"
     return Slice(chip, name, tuple(shape), _wraparound(version, tuple(shape), chip))
 
 
 _PATTERN = re.compile(r"^(?:(\d+)\s*x\s*)?([a-z0-9]+(?:-[a-z]+)?)-(\d+)$")
+_TOPOLOGY = re.compile(r"^(?:(\d+)\s*x\s*)?([a-z0-9]+(?:-[a-z]+)?):(\d+(?:x\d+){1,2})$")
 
 
 def parse_system(name: str) -> System | None:
-    """'v4-32', 'v5litepod-16', 'v5e-16', 'v5p-128', 'v6e-256', 'tpu7x-64', '2xv5e-256'.
+    """'v4-32', 'v5litepod-16', 'v5e-16', 'v5p-128', 'v6e-256', 'tpu7x-64', '2xv5e-256', or a
+    version with an explicit topology as Cloud TPU gives it: 'v4:4x8x64', 'v5e:4x8', '2xv5p:8x8x16'.
     Returns None when `name` names a single chip rather than a slice."""
+    t = _TOPOLOGY.match(name.strip().lower())
+    if t:
+        count, version, dims = t.group(1), _ALIASES.get(t.group(2), t.group(2)), t.group(3)
+        shape = tuple(int(d) for d in dims.split("x"))
+        chip = resolve_device(version)
+        sl = make_slice(chip.name, math.prod(shape), shape)
+        return System(sl, int(count) if count else 1, name)
     m = _PATTERN.match(name.strip().lower())
     if not m:
         return None

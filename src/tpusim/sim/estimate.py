@@ -45,7 +45,7 @@ class Estimate:
     @property
     def exposed_communication_s(self) -> float:
         """Collective time not hidden behind compute: what communication adds to the step."""
-        return self.communication_s - sum(op.hidden_s for op in self.ops)
+        return max(0.0, self.communication_s - sum(op.hidden_s for op in self.ops))
 
     @property
     def compute_s(self) -> float:

@@ -346,7 +346,10 @@ class TensorCoreTimer:
             related = reach(i, parents) | reach(i, children) | {i}
             independent = budget if len(related) == 1 else sum(c for j, c in enumerate(compute) if j not in related)
             t = times[i]
-            hide = min(t.time_s - 1e-6, independent, budget)  # issuing it is never hidden
+            # Only communication hides (a shard_slice is a local copy: compute, not comm);
+            # issuing a collective is never hidden.
+            hide = min(t.comm_s, t.time_s) - 1e-6
+            hide = min(hide, independent, budget)
             if hide > 0:
                 t.time_s -= hide
                 t.hidden_s = hide
