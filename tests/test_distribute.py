@@ -92,10 +92,28 @@ def test_collectives_match_the_ring_closed_forms():
     small = make_mesh(parse_system("v6e-64"), {"data": 8, "model": 8})
     line = collective_cost("all_gather", V, ("data",), small)
     assert line.bandwidth_s == pytest.approx(V * 7 / 8 / 90e9)
-    # over DCN between two slices
+    # over DCN between two slices: hierarchical. Reduce-scatter over the slice's 16-ring, all-reduce
+    # only the 1/16 shard over DCN, all-gather back; never the whole tensor over DCN.
     multi = make_mesh(parse_system("2xv5e-256"), {"data": 32, "model": 16})
     dcn = collective_cost("all_reduce", V, ("data",), multi)
-    assert dcn.bandwidth_s > 2 * V * 0.5 / (25e9 / 8)
+    assert dcn.bandwidth_s == pytest.approx(2 * V * 15 / 16 / (2 * w) + 2 * (V / 16) * 0.5 / (25e9 / 8))
+    both = collective_cost("all_reduce", V, ("model", "data"), multi)  # ICI axes first, then the 1/256 shard over DCN
+    assert both.bandwidth_s < dcn.bandwidth_s
+
+
+def test_partial_gradients_reduce_scatter_over_ici_before_dcn():
+    """FSDP over two slices: the weight gradient is partial over 'data' (DCN) and 'fsdp' (ICI).
+    As XLA does, it is reduce-scattered over fsdp first and only the shard crosses DCN (it used
+    to be all-reduced whole over DCN, 'data' coming first alphabetically)."""
+    def step(w, x):
+        return w - 0.1 * jax.grad(lambda w: jnp.mean(jnp.tanh(x @ w) ** 2))(w)
+
+    c = tpusim.compile(step, jax.ShapeDtypeStruct((1024, 1024), jnp.float32), jax.ShapeDtypeStruct((64, 1024), jnp.float32),
+                       device="2xv5e-4", mesh={"data": 2, "fsdp": 4}, in_specs=(P("fsdp"), P(("data", "fsdp"))))
+    colls = [(k.op.prim, k.op.params.get("axes"), k.inputs[0].nbytes) for k in c.kernels if k.kind == "collective"]
+    big = [cl for cl in colls if cl[2] >= 1024 * 1024 * 4 // 4]
+    assert ("reduce_scatter", ("fsdp",), 1024 * 1024 * 4) in big
+    assert all(not (prim == "all_reduce" and "data" in axes and nbytes == 1024 * 1024 * 4) for prim, axes, nbytes in colls)
 
 
 def test_mesh_must_match_the_slice():
@@ -259,7 +277,7 @@ def test_multislice_data_parallel_over_dcn():
     single = tpusim.compile(step, w, x, device="v5e-8", mesh={"data": 8}, in_specs=(None, P("data")), precision="highest")
     assert multi.distribution.mesh.axes[0].over_dcn
     np.testing.assert_allclose(multi.run(w, x), ref, rtol=1e-5, atol=1e-6)
-    assert multi.estimate().communication_s > 3 * single.estimate().communication_s
+    assert multi.estimate().communication_s > 2 * single.estimate().communication_s
 
 
 def test_cnn_training_step_tensor_parallel_dense_layers():

@@ -186,21 +186,28 @@ class _Partitioner:
 
     def _reshard_direct(self, v: Value, src: Sharding, local: Value, dst: Sharding, where: str) -> Value:
         cur = src
-        # 1. resolve partial sums: reduce-scatter onto a dim dst splits by that axis, else all-reduce.
+        # 1. resolve partial sums as XLA does: first reduce-scatter onto the dims dst splits by
+        # those axes (each shrinks what is left to send), then one combined all-reduce over every
+        # remaining axis, on the shard (hierarchical: ICI before DCN, see collectives.py), never
+        # the whole tensor over DCN.
         if cur.partial:
+            rest = []
             for axis in sorted(cur.partial):
                 target = next((i for i, d in enumerate(dst.dims)
                                if axis in d and axis not in cur.dims[i] and d[:len(cur.dims[i])] == cur.dims[i]), None)
-                if target is not None and axis not in cur.used_axes:
-                    dims = list(cur.dims)
-                    dims[target] = dims[target] + (axis,)
-                    nxt = Sharding(tuple(dims), cur.partial - {axis})
-                    local = self.emit("reduce_scatter", [local], self.new_local(v, self.local_shape(v.shape, nxt)),
-                                      {"axes": (axis,), "dim": target, "op": "sum"}, where)
-                else:
-                    nxt = Sharding(cur.dims, cur.partial - {axis})
-                    local = self.emit("all_reduce", [local], self.new_local(v, local.shape), {"axes": (axis,), "op": "sum"}, where)
+                if target is None or axis in cur.used_axes:
+                    rest.append(axis)
+                    continue
+                dims = list(cur.dims)
+                dims[target] = dims[target] + (axis,)
+                nxt = Sharding(tuple(dims), cur.partial - {axis})
+                local = self.emit("reduce_scatter", [local], self.new_local(v, self.local_shape(v.shape, nxt)),
+                                  {"axes": (axis,), "dim": target, "op": "sum"}, where)
                 cur = nxt
+            if rest:
+                local = self.emit("all_reduce", [local], self.new_local(v, local.shape),
+                                  {"axes": tuple(rest), "op": "sum"}, where)
+                cur = Sharding(cur.dims, cur.partial - set(rest))
         # 2. move axes between dimensions with all-to-all; gather axes dst does not want there.
         for i, axes in enumerate(cur.dims):
             for axis in reversed(axes):
@@ -335,9 +342,33 @@ def _without_partial(sh: Sharding) -> Sharding:
     return Sharding(sh.dims)
 
 
+# Linear in one operand when the others are scalars: a partial sum stays partial through them.
+_LINEAR = frozenset({"mul", "neg", "div"})
+
+
+def _linear_partial(p: _Partitioner, op: Op) -> Plan | None:
+    """`0.1 * grad` of a partial gradient is still a partial sum (sum_i c x_i = c sum_i x_i):
+    keep it unreduced so the reduction happens where a consumer's sharding says how (a
+    reduce-scatter onto the weight's FSDP shard), as GSPMD does, not at the first scaling."""
+    if op.prim not in _LINEAR or len(op.outputs) != 1:
+        return None
+    shape = op.outputs[0].shape
+    partial = [v for v in op.inputs if v.shape == shape and _current(p, v).partial]
+    others = [v for v in op.inputs if v not in partial]
+    if len(partial) != 1 or (op.prim == "div" and op.inputs[0] is not partial[0]):
+        return None
+    if any(v.size > 1 or _current(p, v).partial for v in others if not (v.is_const and v.size <= 1)):
+        return None
+    src = _current(p, partial[0])
+    return ([src if v is partial[0] else Sharding.replicated(len(v.shape)) for v in op.inputs], [src], dict(op.params))
+
+
 def _elementwise(p: _Partitioner, op: Op) -> Plan | None:
     """Operands of the output's rank follow the most-split full-size operand; dimensions of size
     1 (implicitly broadcast by JAX) and scalars stay whole."""
+    linear = _linear_partial(p, op)
+    if linear is not None:
+        return linear
     shape = op.outputs[0].shape
     candidates = [_without_partial(_current(p, v)) for v in op.inputs if v.shape == shape and not v.is_const]
     target = max(candidates, key=lambda s: p.split(tuple(a for d in s.dims for a in d)), default=Sharding.replicated(len(shape)))

@@ -12,7 +12,9 @@ one-way bandwidth W and per-hop latency h (chip file):
   hops, so V (n-1) / (8W) with wraparound, twice that without.
 - collective-permute (shift by one): V / W plus one hop.
 - DCN (multislice): each chip moves its share through its host NICs at the chip's DCN
-  bandwidth: all-reduce 2 V (s-1)/s / B_dcn over s slices; all-gather half of that.
+  bandwidth. An all-reduce over several axes, or over an axis spanning slices, is hierarchical:
+  reduce-scatter over ICI, all-reduce of the 1/ici shard over DCN (2 V/ici (s-1)/s / B_dcn over
+  s slices), all-gather over ICI; gathers and scatters send 1/ici of V over DCN.
 These are the textbook ring algorithms (the JAX scaling book's closed forms for TPUs).
 """
 
@@ -56,11 +58,41 @@ def _ring_gather_time(axis: AxisLinks, nbytes: float, w: float) -> tuple[float, 
     return nbytes * frac / bandwidth, hops
 
 
+def _hierarchical_all_reduce(nbytes: float, axis_names: tuple[str, ...], mesh: Mesh) -> CollectiveCost:
+    """All-reduce over several axes, or over one that spans DCN and ICI, the bandwidth-optimal
+    way (XLA's hierarchical/multi-dimensional all-reduce): reduce-scatter over the ICI rings one
+    axis after another (each leaves a smaller shard), all-reduce only that shard over DCN, then
+    all-gather back over ICI (the reduce-scatters mirrored)."""
+    chip = mesh.system.chip
+    w, h = _link(chip)
+    shard, bw_time, latency, dcn_slices = nbytes, 0.0, 0.0, 1
+    for name in axis_names:
+        axis = mesh.axis(name)
+        if axis.over_dcn:
+            dcn_slices = mesh.system.num_slices
+            axis = AxisLinks(axis.name, axis.size // dcn_slices, axis.ring_sizes, axis.wraparound)
+        if axis.size <= 1:
+            continue
+        t, hops = _ring_gather_time(axis, shard, w)
+        bw_time += 2 * t  # reduce-scatter now, all-gather on the way back
+        latency += 2 * hops * h
+        shard /= axis.size
+    if dcn_slices > 1:
+        frac = (dcn_slices - 1) / dcn_slices
+        bw_time += 2 * shard * frac / mesh.system.dcn_bytes_per_s_per_chip
+        latency += 10e-6
+    return CollectiveCost("all_reduce", tuple(axis_names), nbytes, bw_time + latency, bw_time, latency)
+
+
 def collective_cost(kind: Kind, nbytes: float, axis_names: tuple[str, ...], mesh: Mesh) -> CollectiveCost:
-    """Time of one collective over the named mesh axes (applied one axis after another)."""
+    """Time of one collective over the named mesh axes. An all-reduce over several axes or over
+    DCN is hierarchical; other collectives go one axis after another, and over an axis spanning
+    slices each chip sends over DCN only its slice's share."""
     chip = mesh.system.chip
     w, h = _link(chip)
     dcn = mesh.system.dcn_bytes_per_s_per_chip
+    if kind == "all_reduce" and (len(axis_names) > 1 or any(mesh.axis(a).over_dcn for a in axis_names)):
+        return _hierarchical_all_reduce(nbytes, axis_names, mesh)
     bw_time = 0.0
     latency = 0.0
     for name in axis_names:
@@ -70,9 +102,11 @@ def collective_cost(kind: Kind, nbytes: float, axis_names: tuple[str, ...], mesh
         if axis.over_dcn:
             s = mesh.system.num_slices
             frac = (s - 1) / s
-            factor = {"all_reduce": 2.0, "all_gather": 1.0, "reduce_scatter": 1.0, "all_to_all": 1.0,
-                      "collective_permute": 1.0 / frac}[kind]
-            bw_time += factor * nbytes * frac / dcn
+            # Gathers and scatters go slice-level first: a chip exchanges over DCN only the
+            # part its slice holds (1/ici of the tensor); an all-to-all or permute sends its own.
+            ici_share = 1.0 / max(1, axis.size // s) if kind in ("all_gather", "reduce_scatter") else 1.0
+            factor = {"all_gather": 1.0, "reduce_scatter": 1.0, "all_to_all": 1.0, "collective_permute": 1.0 / frac}[kind]
+            bw_time += factor * nbytes * ici_share * frac / dcn
             latency += 10e-6  # a DCN round trip is tens of microseconds; modelling choice
             ici = AxisLinks(axis.name, axis.size // s, axis.ring_sizes, axis.wraparound)
             if ici.size <= 1:
