@@ -39,10 +39,14 @@ class CollectiveCost:
     latency_s: float
 
 
-def _link(chip: Chip) -> tuple[float, float]:
+def _link(chip: Chip, efficiency: float = 1.0) -> tuple[float, float]:
+    """(one-way bandwidth per link available to ONE device, per-hop latency). A chip's links are
+    shared by its devices: on v2/v3/TPU7x each TensorCore (chiplet) is its own JAX device, and in
+    an SPMD program all of them communicate at once, so each gets its share (measured TPU7x
+    all-gathers over 2x2 chips reach half the per-chip link rate)."""
     w = chip.ici_link_bw_unidir_gbps.value * 1e9 if chip.ici_link_bw_unidir_gbps else 45e9
     h = chip.ici_hop_latency_us.value * 1e-6 if chip.ici_hop_latency_us else 1e-6
-    return w, h
+    return w * chip.device_fraction * efficiency, h
 
 
 def _ring_gather_time(axis: AxisLinks, nbytes: float, w: float) -> tuple[float, float]:
@@ -58,13 +62,13 @@ def _ring_gather_time(axis: AxisLinks, nbytes: float, w: float) -> tuple[float, 
     return nbytes * frac / bandwidth, hops
 
 
-def _hierarchical_all_reduce(nbytes: float, axis_names: tuple[str, ...], mesh: Mesh) -> CollectiveCost:
+def _hierarchical_all_reduce(nbytes: float, axis_names: tuple[str, ...], mesh: Mesh, efficiency: float) -> CollectiveCost:
     """All-reduce over several axes, or over one that spans DCN and ICI, the bandwidth-optimal
     way (XLA's hierarchical/multi-dimensional all-reduce): reduce-scatter over the ICI rings one
     axis after another (each leaves a smaller shard), all-reduce only that shard over DCN, then
     all-gather back over ICI (the reduce-scatters mirrored)."""
     chip = mesh.system.chip
-    w, h = _link(chip)
+    w, h = _link(chip, efficiency)
     shard, bw_time, latency, dcn_slices = nbytes, 0.0, 0.0, 1
     for name in axis_names:
         axis = mesh.axis(name)
@@ -84,15 +88,17 @@ def _hierarchical_all_reduce(nbytes: float, axis_names: tuple[str, ...], mesh: M
     return CollectiveCost("all_reduce", tuple(axis_names), nbytes, bw_time + latency, bw_time, latency)
 
 
-def collective_cost(kind: Kind, nbytes: float, axis_names: tuple[str, ...], mesh: Mesh) -> CollectiveCost:
+def collective_cost(kind: Kind, nbytes: float, axis_names: tuple[str, ...], mesh: Mesh,
+                    link_efficiency: float = 1.0) -> CollectiveCost:
     """Time of one collective over the named mesh axes. An all-reduce over several axes or over
     DCN is hierarchical; other collectives go one axis after another, and over an axis spanning
-    slices each chip sends over DCN only its slice's share."""
+    slices each chip sends over DCN only its slice's share. `link_efficiency` is the sustained
+    fraction of the rated ICI link bandwidth (the generation's calibration)."""
     chip = mesh.system.chip
-    w, h = _link(chip)
+    w, h = _link(chip, link_efficiency)
     dcn = mesh.system.dcn_bytes_per_s_per_chip
     if kind == "all_reduce" and (len(axis_names) > 1 or any(mesh.axis(a).over_dcn for a in axis_names)):
-        return _hierarchical_all_reduce(nbytes, axis_names, mesh)
+        return _hierarchical_all_reduce(nbytes, axis_names, mesh, link_efficiency)
     bw_time = 0.0
     latency = 0.0
     for name in axis_names:

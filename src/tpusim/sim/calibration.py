@@ -36,6 +36,9 @@ class Calibration:
     # cannot pull the whole chip's bandwidth (v4: a bare add on one core streams at about a
     # third of what a two-core fusion does).
     one_core_hbm_fraction: float = 0.0
+    # Sustained fraction of the rated ICI link bandwidth a large collective reaches (1: the
+    # chip file's rate, for generations without a measured collective of their own).
+    ici_efficiency: float = 1.0
     generation: str = "default"
 
     def describe(self) -> dict[str, dict[str, str | float]]:

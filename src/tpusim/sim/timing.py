@@ -265,7 +265,8 @@ class TensorCoreTimer:
             t = self.dma_seconds(2 * dst.nbytes) + self.cal.kernel_floor_s
             return KernelTime(kernel.name, kernel.kind, t, 0.0, float(2 * dst.nbytes), "memory", dma_s=t, where=kernel.where)
         nbytes = dst.nbytes if op.prim == "all_gather" else src.nbytes
-        cost = collective_cost(op.prim, float(nbytes), tuple(op.params["axes"]), self.mesh)  # type: ignore[arg-type]
+        cost = collective_cost(op.prim, float(nbytes), tuple(op.params["axes"]), self.mesh,  # type: ignore[arg-type]
+                               self.cal.ici_efficiency)
         t = cost.time_s + self.k.collective_fixed_s
         return KernelTime(kernel.name, kernel.kind, t, float(kernel.counts.flops), float(nbytes), "communication",
                           overhead_s=self.k.collective_fixed_s, comm_s=t, where=kernel.where)

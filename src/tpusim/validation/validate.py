@@ -71,14 +71,33 @@ def _describe(entry: dict[str, Any]) -> str:
     return text
 
 
-def _collective_time(entry: dict[str, Any], constants: TimingConstants) -> float:
+def _collective_time(entry: dict[str, Any], constants: TimingConstants, ici_efficiency: float | None = None) -> float:
     from tpusim.distribute import parse_system
     from tpusim.distribute.collectives import collective_cost
     from tpusim.distribute.mesh import make_mesh
+    from tpusim.sim.calibration import calibration_for
 
     system = parse_system(entry["device"])
-    mesh = make_mesh(system, {"data": system.slice.devices})
-    return collective_cost(entry["kind"], float(entry["bytes"]), ("data",), mesh).time_s + constants.collective_fixed_s
+    group = int(entry.get("group", system.slice.devices))  # replica group: the first `group` devices' rings
+    rest = system.slice.devices // group
+    mesh = make_mesh(system, {"data": group, **({"rest": rest} if rest > 1 else {})})
+    eff = calibration_for(system.chip.name).ici_efficiency if ici_efficiency is None else ici_efficiency
+    return collective_cost(entry["kind"], float(entry["bytes"]), ("data",), mesh, eff).time_s + constants.collective_fixed_s
+
+
+def fit_ici_efficiency(data: dict[str, Any] | None = None) -> dict[str, float]:
+    """Per generation, the ICI link efficiency that makes the entries marked `fit: ici_efficiency`
+    right on average (their bandwidth term scaled; latency and fixed cost kept)."""
+    data = data or load_measurements()
+    by_gen: dict[str, list[float]] = {}
+    for e in data["measurements"]:
+        if e.get("fit") != "ici_efficiency":
+            continue
+        at_rated = _collective_time(e, DEFAULT_CONSTANTS, 1.0)
+        fixed = _collective_time(e, DEFAULT_CONSTANTS, 1e9)  # bandwidth term vanishes
+        gen = resolve_device(e["device"].split("-")[0]).name
+        by_gen.setdefault(gen, []).append((at_rated - fixed) / (e["measured_s"] - fixed))
+    return {gen: round(sum(v) / len(v), 4) for gen, v in by_gen.items()}
 
 
 def _training_step_time(entry: dict[str, Any], constants: TimingConstants) -> float:
