@@ -124,20 +124,22 @@ def bert_base_shapes(batch: int = 8, seq: int = 128, layers: int = 12, d_model: 
 
 def gpt_train_step_shapes(layers: int = 12, d_model: int = 768, heads: int = 12, seq: int = 1024, batch: int = 8,
                           vocab: int = 50304, d_ff: int | None = None, dtype: Any = jnp.bfloat16,
-                          remat: bool = True) -> tuple[Any, tuple[Any, ...]]:
+                          remat: bool = True, head_dim: int | None = None) -> tuple[Any, tuple[Any, ...]]:
     """A GPT-style decoder training step (causal attention, GELU MLP, layers under one
     `lax.scan`, Adam written out) as (fn, example args as ShapeDtypeStructs): nothing is
     allocated, so GPT-3-sized models compile and estimate on a laptop. `remat` recomputes each
-    layer in the backward pass (jax.checkpoint), as large-model training does."""
+    layer in the backward pass (jax.checkpoint), as large-model training does. `head_dim` sets
+    the attention width (heads x head_dim) apart from d_model, as MaxText's configs do."""
     d_ff = d_ff or 4 * d_model
+    attn = heads * (head_dim or d_model // heads)
 
     def spec(*shape: int) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(shape, dtype)
 
     params = {
         "embed": spec(vocab, d_model),
-        "layers": {"wq": spec(layers, d_model, d_model), "wk": spec(layers, d_model, d_model),
-                   "wv": spec(layers, d_model, d_model), "wo": spec(layers, d_model, d_model),
+        "layers": {"wq": spec(layers, d_model, attn), "wk": spec(layers, d_model, attn),
+                   "wv": spec(layers, d_model, attn), "wo": spec(layers, attn, d_model),
                    "w1": spec(layers, d_model, d_ff), "w2": spec(layers, d_ff, d_model),
                    "ln1": spec(layers, d_model), "ln2": spec(layers, d_model)},
         "ln_f": spec(d_model),
@@ -151,13 +153,13 @@ def gpt_train_step_shapes(layers: int = 12, d_model: int = 768, heads: int = 12,
 
     def layer(x: jax.Array, p: dict[str, jax.Array]) -> tuple[jax.Array, None]:
         B, T, D = x.shape
-        hd = D // heads
+        hd = attn // heads
         h = norm(x, p["ln1"])
         q, k, v = ((h @ p[w]).reshape(B, T, heads, hd) for w in ("wq", "wk", "wv"))
         s = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) / np.sqrt(hd)
         s = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s, -1e9)
         a = jax.nn.softmax(s, axis=-1).astype(x.dtype)
-        x = x + jnp.einsum("bhts,bshd->bthd", a, v).reshape(B, T, D) @ p["wo"]
+        x = x + jnp.einsum("bhts,bshd->bthd", a, v).reshape(B, T, attn) @ p["wo"]
         h = norm(x, p["ln2"])
         return x + jax.nn.gelu(h @ p["w1"]) @ p["w2"], None
 

@@ -61,6 +61,9 @@ def _workload(entry: dict[str, Any]):
 def _describe(entry: dict[str, Any]) -> str:
     if entry["kind"] == "training_step":
         return f"{entry['model']} training step, batch {entry['batch']}, {entry.get('policy', 'float32')}"
+    if entry["kind"] == "llm_training_step":
+        return (f"LLM training step, {entry['layers']} x d{entry['d_model']}, {entry['per_device_batch']} x "
+                f"{entry['seq']} tokens per device, FSDP {entry['fsdp']} x {entry.get('slices', 1)} slices")
     if entry["kind"] != "matmul":
         return f"{entry['kind']} {entry['bytes'] / 2**10:g} KiB per device"
     text = f"{entry['kind']} {entry['m']}x{entry['k']}x{entry['n']} {entry.get('dtype', 'f32')}"
@@ -123,10 +126,31 @@ def _training_step_time(entry: dict[str, Any], constants: TimingConstants) -> fl
     return estimate_program(compiled.program, resolve_device(entry["device"]), 0.0, constants).time_s
 
 
+def _llm_training_step_time(entry: dict[str, Any], constants: TimingConstants) -> float:
+    """A GPT decoder training step of the entry's sizes on its (multi)slice: weights FSDP-sharded
+    over each slice (ZeRO-3), batch over every device, data parallel across slices, full remat."""
+    from tpusim.distribute import parse_system
+    from tpusim.models.zoo import gpt_specs, gpt_train_step_shapes
+
+    system = parse_system(entry["device"])
+    devices = system.slice.devices * system.num_slices
+    fn, args = gpt_train_step_shapes(layers=entry["layers"], d_model=entry["d_model"], heads=entry["heads"],
+                                     head_dim=entry["head_dim"], d_ff=entry["d_ff"], vocab=entry["vocab"],
+                                     seq=entry["seq"], batch=entry["per_device_batch"] * devices, remat=True)
+    slices = entry.get("slices", 1)
+    mesh = {"data": slices, "fsdp": entry["fsdp"]} if slices > 1 else {"fsdp": entry["fsdp"]}
+    data_axes = ("data", "fsdp") if slices > 1 else "fsdp"
+    compiled = tpu_compile(fn, *args, device=entry["device"], mesh=mesh, check_memory=False,
+                           in_specs=gpt_specs(args[0], data_axes=data_axes, model=None), donate_argnums=(0, 1))
+    return estimate_program(compiled.program, compiled.chip, 0.0, constants, mesh=compiled.distribution.mesh).time_s
+
+
 def _model_parts(entry: dict[str, Any], constants: TimingConstants) -> tuple[float, int]:
     """(device time with `constants`, number of MXU grid steps)."""
     if entry["kind"] == "training_step":
         return _training_step_time(entry, constants), 0
+    if entry["kind"] == "llm_training_step":
+        return _llm_training_step_time(entry, constants), 0
     if entry["kind"] != "matmul":
         return _collective_time(entry, constants), 0
     fn, args = _workload(entry)
