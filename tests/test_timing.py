@@ -117,7 +117,8 @@ def test_three_input_channels_waste_the_mxu():
         f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
         return tpusim.compile(f, x, w, device="v4").estimate()
 
-    assert conv(3).mxu_utilization < 0.1 * conv(256).mxu_utilization
+    # taps folded into the contraction: 3 x 3 x 3 = 27 of 128 MXU rows do useful work at best
+    assert conv(3).mxu_utilization < 0.15 * conv(256).mxu_utilization
     assert conv(256).mxu_utilization > 0.5
 
 
