@@ -105,6 +105,11 @@ def validate(refit: bool = typer.Option(False, help="refit the calibration const
                       f"host_dispatch_s = {constants.host_dispatch_s * 1e6:.1f} us")
         for gen, cal in cals.items():
             console.print(f"fitted {gen}: " + ", ".join(f"{k} = {v['value']:.4g}" for k, v in cal.describe().items()))
+        from tpusim.validation.validate import fit_ici_efficiency, fit_mxu_efficiency
+
+        for name, fitted in (("mxu_efficiency", fit_mxu_efficiency()), ("ici_efficiency", fit_ici_efficiency())):
+            console.print(", ".join(f"fitted {gen} {name} = {v:.4g} (whole-program rows marked fit: {name})"
+                                    for gen, v in fitted.items()))
     with console.status("estimating every measured kernel..."):
         results = kernels.evaluate(None, cals)
     t = Table(title="tpusim vs measured single-chip kernels (|error| medians)")
