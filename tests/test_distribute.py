@@ -63,6 +63,14 @@ def test_scale_works_on_every_generation_and_keeps_its_rows():
         assert one.system in ("v3-2", "tpu7x-1") and 0.3 < eight.efficiency <= 1.05
 
 
+def test_a_slice_without_a_mesh_says_so():
+    """No silent single chip: a slice compiled without a mesh gets one data-parallel axis over
+    every device, and the estimate names the slice and that mesh."""
+    c = tpusim.compile(lambda x: jnp.tanh(x).sum(), jax.ShapeDtypeStruct((64, 1024), jnp.float32), device="v5e-8")
+    assert c.distribution.devices == 8 and c.distribution.default_mesh
+    assert "v5e-8" in c.estimate().device and "default data-parallel mesh data 8" in c.estimate().device
+
+
 def test_exposed_communication_is_never_negative():
     """A shard_slice is a local copy: it is not communication and cannot be 'hidden'."""
     def f(a, x):

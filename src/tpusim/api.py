@@ -32,6 +32,7 @@ class Distribution:
     system: Any  # tpusim.distribute.topology.System
     mesh: Any  # tpusim.distribute.mesh.Mesh
     sharded: Any  # tpusim.compiler.shard.ShardedGraph
+    default_mesh: bool = False  # no mesh was given: one data-parallel axis over every device
 
     @property
     def devices(self) -> int:
@@ -127,7 +128,13 @@ class Compiled:
         if "estimate" not in self._cache:
             mesh = self.distribution.mesh if self.distribution is not None else None
             flops = self.counts().flops  # per device: a sharded graph is already one device's share
-            self._cache["estimate"] = estimate_program(self.program, self.chip, flops, mesh=mesh)
+            est = estimate_program(self.program, self.chip, flops, mesh=mesh)
+            if self.distribution is not None:  # say which slice and mesh, never just the chip
+                system = self.distribution.system
+                shape = " x ".join(f"{k} {v}" for k, v in self.distribution.mesh.shape.items())
+                kind = "default data-parallel mesh" if self.distribution.default_mesh else "mesh"
+                est.device = f"{system.name or system.slice.name} ({kind} {shape}; per device)"
+            self._cache["estimate"] = est
         return self._cache["estimate"]
 
     # ---- printing --------------------------------------------------------------------------
@@ -207,7 +214,7 @@ def compile(
         mesh_obj = make_mesh(system, axes)
         sharded = shard_graph(graph, axes, _flat_specs(in_specs, example_args, len(graph.inputs)))
         graph = sharded.graph
-        distribution = Distribution(system, mesh_obj, sharded)
+        distribution = Distribution(system, mesh_obj, sharded, default_mesh=not mesh)
         t = stage("shard", t)
     graph = canonicalize(graph)
     graph = assign_precision(graph, precision, chip.mxu_dtype)
