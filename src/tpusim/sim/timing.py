@@ -21,8 +21,9 @@ pipeline fill and drain; a kernel of one step cannot overlap them (in, compute, 
   calibrated fraction, not half of what both cores stream together.
 - Reductions over the minor (lane) dim and windows along it also pay the reduce/permute unit.
 - floor: the fixed device time of any kernel (launch, scalar setup, first DMA round trip).
-The per-generation constants (floor, HBM and MXU efficiency, f16 rate) live in
-sim/calibration.yaml with the measured rows each was fitted on (`tpusim validate`).
+The per-generation constants (floor, HBM efficiency for both and for one TensorCore, MXU
+efficiency and first-fold fill share, f16 rate, ICI efficiency) live in sim/calibration.yaml
+with the measured rows each was fitted on (`tpusim validate`).
 Loops cost their body times the trip count; identical grid steps and iterations are costed
 once and multiplied, so large programs estimate in milliseconds.
 Non-TPU devices (GPUs, the host CPU) get a plain roofline: max(FLOPs / peak, bytes / bandwidth)
