@@ -46,6 +46,8 @@ def test_multislice_and_bad_names():
         parse_system("v4-200")  # 100 chips: neither a power of two nor whole cubes
     with pytest.raises(SliceConfigError, match="multiple of 4"):
         parse_system("v4:4x6x8")
+    with pytest.raises(SliceConfigError, match="2D tori"):
+        parse_system("v5e:2x2x2")
 
 
 def test_scale_works_on_every_generation_and_keeps_its_rows():

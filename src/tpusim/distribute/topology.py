@@ -153,6 +153,9 @@ def make_slice(version: str, chips: int, shape: tuple[int, ...] | None = None) -
                                    f"(one of {', '.join(str(k) for k in _SHAPES_2D if k <= limit)})")
     if math.prod(shape) != chips:
         raise SliceConfigError(f"shape {shape} holds {math.prod(shape)} chips, not {chips}")
+    if not three_d and len(shape) != 2:
+        raise SliceConfigError(f"{version} slices are 2D tori: give two sides (e.g. 4x8), not "
+                               f"{'x'.join(map(str, shape))}")
     if three_d and (len(shape) != 3 or (chips >= 64 and any(d % 4 for d in shape))):
         raise SliceConfigError(f"{version} topology {'x'.join(map(str, shape))} is not a Cloud TPU slice: three "
                                f"sides, each a multiple of 4 from 64 chips on (e.g. 4x4x8, 4x8x64)")

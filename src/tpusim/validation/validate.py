@@ -88,6 +88,14 @@ def _collective_time(entry: dict[str, Any], constants: TimingConstants, ici_effi
     return collective_cost(entry["kind"], float(entry["bytes"]), ("data",), mesh, eff).time_s + constants.collective_fixed_s
 
 
+def _generation(device: str) -> str:
+    """The chip generation of a measurement's device ('tpu7x-4', '2xv4-128', 'v5e')."""
+    from tpusim.distribute import parse_system
+
+    system = parse_system(device)
+    return system.chip.name if system is not None else resolve_device(device).name
+
+
 def fit_ici_efficiency(data: dict[str, Any] | None = None) -> dict[str, float]:
     """Per generation, the ICI link efficiency that makes the entries marked `fit: ici_efficiency`
     right on average (their bandwidth term scaled; latency and fixed cost kept)."""
@@ -98,7 +106,7 @@ def fit_ici_efficiency(data: dict[str, Any] | None = None) -> dict[str, float]:
             continue
         at_rated = _collective_time(e, DEFAULT_CONSTANTS, 1.0)
         fixed = _collective_time(e, DEFAULT_CONSTANTS, 1e9)  # bandwidth term vanishes
-        gen = resolve_device(e["device"].split("-")[0]).name
+        gen = _generation(e["device"])
         by_gen.setdefault(gen, []).append((at_rated - fixed) / (e["measured_s"] - fixed))
     return {gen: round(sum(v) / len(v), 4) for gen, v in by_gen.items()}
 
@@ -169,7 +177,7 @@ def fit_mxu_efficiency(data: dict[str, Any] | None = None) -> dict[str, float]:
     for e in data["measurements"]:
         if e.get("fit") != "mxu_efficiency" or e["kind"] != "llm_training_step":
             continue
-        gen = resolve_device(e["device"].split("x")[-1].split("-")[0]).name
+        gen = _generation(e["device"])
         base = calibration_for(gen)
         lo, hi = 0.3, 1.0
         for _ in range(30):
