@@ -71,9 +71,9 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
     console.print(estimate_summary(est, f"{compiled.name} on {compiled.chip.display_name} (precision {compiled.precision})"))
     if trace:
         from tpusim.report.trace import write_trace
-        from tpusim.sim.timing import TensorCoreTimer
+        from tpusim.sim.estimate import timer_for
 
-        console.print(f"trace written to {write_trace(est, TensorCoreTimer(compiled.chip).mxus, trace)}")
+        console.print(f"trace written to {write_trace(est, timer_for(compiled.chip).matrix_units, trace)}")
     if roofline:
         from tpusim.report.roofline import plot_roofline
 

@@ -46,6 +46,10 @@ class Chip(BaseModel):
     aliases: list[str] = []
     sources: dict[str, str]
     notes: list[str] = []
+    # Which entry of sim/calibration.yaml this chip's kernels are timed with (its architecture's
+    # measured constants: a GPU shares them with the other GPUs of its architecture). Defaults to
+    # the chip's own name, then the kind's default entry.
+    calibration: str | None = None
 
     # Compute
     tensorcores_per_chip: Sourced | None = None
@@ -59,6 +63,7 @@ class Chip(BaseModel):
     peak_int8_tops: Sourced | None = None
     peak_fp8_tflops: Sourced | None = None
     peak_fp32_tflops: Sourced | None = None
+    peak_tf32_tflops: Sourced | None = None  # GPUs: f32 matmuls at default precision run as TF32
     sm_count: Sourced | None = None
     vpu_sublanes: Sourced | None = None
     vpu_lanes: Sourced | None = None
@@ -103,6 +108,8 @@ class Chip(BaseModel):
                     raise ValueError(f"{f} is required for a TPU")
             if self.peak_matmul_tflops is None:
                 raise ValueError("peak_bf16_tflops (or peak_int8_tops for an int8 MXU) is required for a TPU")
+        if self.kind == "gpu" and self.sm_count is None:
+            raise ValueError("sm_count is required for a GPU (a GEMM's tiles run in waves over the SMs)")
         if self.kind in ("gpu", "cpu") and self.peak_matmul_tflops is None:
             raise ValueError("peak_bf16_tflops (or peak_fp32_tflops) is required")
         return self

@@ -13,8 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from tpusim.hardware.chip import Chip
 
 DATA = Path(__file__).parent / "calibration.yaml"
 
@@ -39,6 +43,13 @@ class Calibration:
     # Sustained fraction of the rated ICI link bandwidth a large collective reaches (1: the
     # chip file's rate, for generations without a measured collective of their own).
     ici_efficiency: float = 1.0
+    # GPUs: the fixed time of each wave of output tiles over the SMs (a CTA's prologue fills its
+    # operand pipeline and its epilogue stores the tile; neither overlaps the next wave's
+    # main loop in a non-persistent GEMM kernel).
+    wave_latency_s: float = 0.0
+    # GPUs: sustained fraction of the TF32 tensor-core peak (f32 matmuls at default precision);
+    # 0 means the same as mxu_efficiency.
+    tf32_efficiency: float = 0.0
     generation: str = "default"
 
     def describe(self) -> dict[str, dict[str, str | float]]:
@@ -56,11 +67,19 @@ def _table() -> dict[str, dict]:
     return yaml.safe_load(DATA.read_text())["generations"]
 
 
-def calibration_for(chip_name: str) -> Calibration:
-    """The calibration of `chip_name`'s generation (the default entry for chips without data)."""
+def calibration_for(chip_name: str, default: str = "default") -> Calibration:
+    """The calibration of `chip_name`'s generation (the `default` entry for chips without data)."""
     table = _table()
-    entry = table.get(chip_name, table["default"])
-    base = table["default"]
+    base = table[default]
+    entry = table.get(chip_name, base)
     values = {f.name: float(entry.get(f.name, base.get(f.name, {})).get("value", getattr(DEFAULT, f.name)))
               for f in fields(Calibration) if f.name != "generation"}
-    return Calibration(**values, generation=chip_name if chip_name in table else "default")
+    return Calibration(**values, generation=chip_name if chip_name in table else default)
+
+
+def calibration_of(chip: "Chip") -> Calibration:
+    """The calibration a chip is timed with: the entry its file names (GPUs share their
+    architecture's), else its own name's, else its kind's default (TPUs: `default`, GPUs:
+    `gpu-default`, CPUs: `cpu-default`)."""
+    default = "default" if chip.kind == "tpu" else f"{chip.kind}-default"
+    return calibration_for(chip.calibration or chip.name, default)

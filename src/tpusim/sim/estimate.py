@@ -8,7 +8,18 @@ from typing import Any
 from tpusim.hardware.chip import Chip
 from tpusim.program.program import Program
 from tpusim.sim.calibration import Calibration
-from tpusim.sim.timing import DEFAULT_CONSTANTS, KernelTime, TensorCoreTimer, TimingConstants
+from tpusim.sim.cpu_timing import CpuTimer
+from tpusim.sim.device_timer import DEFAULT_CONSTANTS, DeviceTimer, KernelTime, TimingConstants
+from tpusim.sim.gpu_timing import GpuTimer
+from tpusim.sim.timing import TensorCoreTimer
+
+_TIMERS: dict[str, type[DeviceTimer]] = {"tpu": TensorCoreTimer, "gpu": GpuTimer, "cpu": CpuTimer}
+
+
+def timer_for(chip: Chip, constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None,
+              calibration: Calibration | None = None) -> DeviceTimer:
+    """The device model of the chip's kind (one per kind, one interface)."""
+    return _TIMERS[chip.kind](chip, constants, mesh, calibration)
 
 
 @dataclass
@@ -68,7 +79,7 @@ class Estimate:
 def estimate_program(program: Program, chip: Chip, flops: float,
                      constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None,
                      calibration: Calibration | None = None) -> Estimate:
-    timer = TensorCoreTimer(chip, constants, mesh, calibration)
+    timer = timer_for(chip, constants, mesh, calibration)
     ops = timer.time_program(program)
     return Estimate(chip.name, sum(o.time_s for o in ops), flops, sum(o.bytes for o in ops), program.peak_hbm_bytes,
                     sum(o.mxu_flops for o in ops), timer.peak_flops, timer.bw, ops)

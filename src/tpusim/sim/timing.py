@@ -1,4 +1,4 @@
-"""Timing interpreter: walk a compiled Program and say how long each kernel takes, and why.
+"""The TensorCore model: how long each kernel of a compiled Program takes on a TPU, and why.
 
 Per kernel, three engines work in a double-buffered pipeline — DMA (HBM <-> VMEM), the MXUs and
 the VPU — so a kernel of several grid steps costs the slowest of them plus one step's worth of
@@ -26,97 +26,40 @@ efficiency and first-fold fill share, f16 rate, ICI efficiency) live in sim/cali
 with the measured rows each was fitted on (`tpusim validate`).
 Loops cost their body times the trip count; identical grid steps and iterations are costed
 once and multiplied, so large programs estimate in milliseconds.
-Non-TPU devices (GPUs, the host CPU) get a plain roofline: max(FLOPs / peak, bytes / bandwidth)
-plus a launch overhead.
+GPUs (sim/gpu_timing.py) and the host CPU (sim/cpu_timing.py) have device models of their own
+behind the same DeviceTimer interface (sim/device_timer.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+
+from typing import Any
 
 from tpusim.hardware.chip import Chip
-from tpusim.program.program import Kernel, MxuPlan, Program
-from tpusim.sim.calibration import Calibration, calibration_for
+from tpusim.program.program import Kernel, MxuPlan
+from tpusim.sim.calibration import Calibration
+from tpusim.sim.device_timer import (DEFAULT_CONSTANTS, Bound, DeviceTimer, KernelTime,  # noqa: F401 (re-exported)
+                                     TimingConstants)
 from tpusim.sim.mxu_timing import folds, ws_cycles_for_folds
 
-Bound = Literal["compute", "memory", "vector", "overhead", "communication"]
 
-
-@dataclass(frozen=True)
-class TimingConstants:
-    """Constants that no chip file states. Each is a modelling assumption, not fitted to any
-    measurement; `tpusim validate` shows how the whole model fares against public numbers."""
-
-    # Per grid step of a pipelined kernel (DMA issue, semaphore waits, loop bookkeeping), serial
-    # with the step's work (a streaming loop kernel hides it behind its DMA). CALIBRATED: fitted by `tpusim validate --refit` on the Pallas
-    # 128x128x128-block matmuls (4096^3, 8192^3) of the JAX Pallas matmul guide on TPU v5e.
-    grid_step_s: float = 2.607e-7
-    # One jitted call timed from Python (host dispatch + sync); added only when comparing with
-    # measurements taken that way, never to device time. CALIBRATED: fitted on the XLA bf16
-    # 1024^3 matmul of the same guide (v5e).
-    host_dispatch_s: float = 9.68e-5
-    # Fixed cost of one collective beyond its hops and bytes (synchronization, DMA setup).
-    # CALIBRATED: fitted on the small-payload (1-16 KiB) lax.ppermute timings on v5p-8 in
-    # marin-community/marin issue #6736; the larger payloads there are held out.
-    collective_fixed_s: float = 3.9e-6
-    loop_iteration_s: float = 0.2e-6  # loop bookkeeping per scan/while iteration
-    transcendental_cost: float = 4.0  # VPU slots per element for exp/tanh/... vs 1 for add
-    default_vpu_alus: int = 2  # ALUs per (sublane, lane) where the chip file is silent (v4's value)
-    gpu_launch_s: float = 5.0e-6  # CUDA kernel launch, for the roofline model of GPUs/CPUs
-
-
-DEFAULT_CONSTANTS = TimingConstants()
-
-
-@dataclass
-class KernelTime:
-    name: str
-    kind: str
-    time_s: float
-    flops: float
-    bytes: float
-    bound: Bound
-    mxu_s: float = 0.0
-    vpu_s: float = 0.0
-    dma_s: float = 0.0
-    overhead_s: float = 0.0
-    start_s: float = 0.0
-    mxu_flops: float = 0.0  # useful MXU FLOPs (for utilization)
-    rate: str = ""  # which published peak the MXU work ran at (bf16, int8, fp8, f16 measured)
-    cores: int = 1  # TensorCores the kernel ran on
-    comm_s: float = 0.0  # time in collectives, nested loops included
-    hidden_s: float = 0.0  # collective time overlapped with independent compute (not in time_s)
-    where: str = ""
-    children: list["KernelTime"] = field(default_factory=list)
-
-
-class TensorCoreTimer:
-    """Turns Program kernels into KernelTimes for one device of `chip`."""
+class TensorCoreTimer(DeviceTimer):
+    """Turns Program kernels into KernelTimes for one device of a TPU `chip`."""
 
     def __init__(self, chip: Chip, constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None,
                  calibration: Calibration | None = None) -> None:
-        self.chip = chip
-        self.k = constants
-        # The per-generation calibration is fitted on TPU kernels; GPUs and CPUs keep their
-        # plain roofline (rated bandwidth and peak) until they have a measured model of their own.
-        self.cal = calibration or (calibration_for(chip.name) if chip.kind == "tpu" else
-                                   Calibration(constants.gpu_launch_s, 1.0, 1.0, generation="uncalibrated"))
-        self.mesh = mesh
-        self.is_tpu = chip.kind == "tpu"
+        super().__init__(chip, constants, mesh, calibration)
         self.cores = chip.cores_per_device
         self.mxus_per_core = int(chip.mxus_per_core.value) if chip.mxus_per_core else 1
         self.mxus = self.mxus_per_core * self.cores
         self.rows, self.cols = chip.mxu_shape
-        self.peak_flops = chip.device_peak_flops
         clock = chip.clock_mhz.value * 1e6 if chip.clock_mhz else 1e9
-        if self.is_tpu and self.peak_flops:
+        if self.peak_flops:
             # Never let rounding in the sources (v3: 0.94 GHz x 4 x 128^2 x 2 = 123.2 > 123 TFLOPS)
             # put the array above the published peak.
             clock = min(clock, self.peak_flops / (2 * self.rows * self.cols * self.mxus))
         self.clock_hz = clock
-        self.bw = chip.device_hbm_bandwidth
         sub = chip.vpu_sublanes.value if chip.vpu_sublanes else 8
         lanes = chip.vpu_lanes.value if chip.vpu_lanes else 128
         alus = chip.vpu_alus_per_lane.value if chip.vpu_alus_per_lane else constants.default_vpu_alus
@@ -214,14 +157,12 @@ class TensorCoreTimer:
         return math.ceil(steps / cores)
 
     # ---- kernels -------------------------------------------------------------------------
-    def time_kernel(self, kernel: Kernel) -> KernelTime:
-        if kernel.bodies:
-            return self._control(kernel)
-        if kernel.kind == "collective":
-            return self._collective(kernel)
+    @property
+    def matrix_units(self) -> int:
+        return self.mxus
+
+    def time_compute_kernel(self, kernel: Kernel) -> KernelTime:
         c = kernel.counts
-        if not self.is_tpu:
-            return self._roofline(kernel)
         cores = self.cores_used(kernel)
         mxu_s = self.mxu_seconds(kernel, cores) if kernel.mxu is not None else 0.0
         mxu_flops = float(kernel.mxu.useful_flops) if kernel.mxu is not None else 0.0
@@ -256,104 +197,4 @@ class TensorCoreTimer:
             bound = "vector"
         return KernelTime(kernel.name, kernel.kind, total, c.flops, float(kernel.hbm_bytes), bound,
                           mxu_s, vpu_s, dma_s, overhead, mxu_flops=mxu_flops, where=kernel.where, rate=rate, cores=cores)
-
-    def _collective(self, kernel: Kernel) -> KernelTime:
-        from tpusim.distribute.collectives import collective_cost
-
-        op = kernel.op
-        src, dst = op.inputs[0], op.outputs[0]
-        if op.prim == "shard_slice" or self.mesh is None:  # a local copy of this device's block
-            t = self.dma_seconds(2 * dst.nbytes) + self.cal.kernel_floor_s
-            return KernelTime(kernel.name, kernel.kind, t, 0.0, float(2 * dst.nbytes), "memory", dma_s=t, where=kernel.where)
-        nbytes = dst.nbytes if op.prim == "all_gather" else src.nbytes
-        cost = collective_cost(op.prim, float(nbytes), tuple(op.params["axes"]), self.mesh,  # type: ignore[arg-type]
-                               self.cal.ici_efficiency)
-        t = cost.time_s + self.k.collective_fixed_s
-        return KernelTime(kernel.name, kernel.kind, t, float(kernel.counts.flops), float(nbytes), "communication",
-                          overhead_s=self.k.collective_fixed_s, comm_s=t, where=kernel.where)
-
-    def _roofline(self, kernel: Kernel) -> KernelTime:
-        c = kernel.counts
-        compute = (c.flops + c.transcendentals) / self.peak_flops if self.peak_flops else 0.0
-        memory = self.dma_seconds(kernel.hbm_bytes)
-        steady = max(compute, memory)
-        bound: Bound = "overhead" if self.k.gpu_launch_s > steady else ("compute" if compute >= memory else "memory")
-        mxu_flops = float(kernel.mxu.useful_flops) if kernel.mxu is not None else 0.0
-        return KernelTime(kernel.name, kernel.kind, steady + self.k.gpu_launch_s, c.flops, float(kernel.hbm_bytes),
-                          bound, compute, 0.0, memory, self.k.gpu_launch_s, mxu_flops=mxu_flops, where=kernel.where)
-
-    def _control(self, kernel: Kernel) -> KernelTime:
-        op = kernel.op
-        if op.prim == "cond":
-            branches = [self.time_program(b) for b in kernel.bodies.values()]
-            worst = max(branches, key=lambda ks: sum(k.time_s for k in ks))
-            children, trips = worst, 1
-        else:
-            children = self.time_program(kernel.bodies["body"])
-            if "cond" in kernel.bodies:
-                children = children + self.time_program(kernel.bodies["cond"])
-            trips = int(op.params.get("trip_count") or 1)
-        body_s = sum(k.time_s for k in children)
-        total = trips * (body_s + self.k.loop_iteration_s)
-        agg = {f: trips * sum(getattr(k, f) for k in children)
-               for f in ("flops", "bytes", "mxu_s", "vpu_s", "dma_s", "overhead_s", "mxu_flops", "comm_s", "hidden_s")}
-        engines = {"compute": agg["mxu_s"], "vector": agg["vpu_s"], "memory": agg["dma_s"], "communication": agg["comm_s"],
-                   "overhead": agg["overhead_s"] + trips * self.k.loop_iteration_s}
-        bound: Bound = max(engines, key=engines.get)  # type: ignore[arg-type]
-        return KernelTime(kernel.name, kernel.kind, total, agg["flops"], agg["bytes"], bound, agg["mxu_s"], agg["vpu_s"],
-                          agg["dma_s"], agg["overhead_s"] + trips * self.k.loop_iteration_s, mxu_flops=agg["mxu_flops"],
-                          comm_s=agg["comm_s"], hidden_s=agg["hidden_s"], where=kernel.where, children=children)
-
-    def time_program(self, program: Program) -> list[KernelTime]:
-        out = [self.time_kernel(kernel) for kernel in program.kernels]
-        self._overlap_collectives(program, out)
-        t = 0.0
-        for kt in out:
-            kt.start_s = t
-            t += kt.time_s
-        return out
-
-    @staticmethod
-    def _overlap_collectives(program: Program, times: list[KernelTime]) -> None:
-        """Latency hiding, as XLA's scheduler does it: a collective runs in the background while
-        kernels that neither feed it nor use its result compute (FSDP weight gathers issued
-        early, gradient all-reduces overlapping the rest of the backward pass). Each collective
-        hides at most the time of its independent kernels, and all of them together at most the
-        program's compute time."""
-        kernels = program.kernels
-        coll = [i for i, k in enumerate(kernels) if k.kind == "collective"]
-        if not coll:
-            return
-        producer = {v.id: i for i, k in enumerate(kernels) for v in k.outputs}
-        parents = [{producer[v.id] for v in k.inputs if v.id in producer} for k in kernels]
-        children: list[set[int]] = [set() for _ in kernels]
-        for i, ps in enumerate(parents):
-            for q in ps:
-                children[q].add(i)
-
-        def reach(start: int, edges: list[set[int]]) -> set[int]:
-            seen, stack = set(), [start]
-            while stack:
-                for nxt in edges[stack.pop()]:
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        stack.append(nxt)
-            return seen
-
-        compute = [0.0 if k.kind == "collective" else t.time_s for k, t in zip(kernels, times)]
-        budget = sum(compute)
-        for i in coll:
-            if budget <= 0:
-                break
-            related = reach(i, parents) | reach(i, children) | {i}
-            independent = budget if len(related) == 1 else sum(c for j, c in enumerate(compute) if j not in related)
-            t = times[i]
-            # Only communication hides (a shard_slice is a local copy: compute, not comm);
-            # issuing a collective is never hidden.
-            hide = min(t.comm_s, t.time_s) - 1e-6
-            hide = min(hide, independent, budget)
-            if hide > 0:
-                t.time_s -= hide
-                t.hidden_s = hide
-                budget -= hide
 

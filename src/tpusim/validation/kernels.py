@@ -5,6 +5,9 @@ Data (validation/data/, every row with its source repository, commit and path):
 - TPU v4, SCALE-Sim-validation: 1,839 float16 `jnp.matmul` GEMMs (device-side XLA fusion time)
   and ~5,800 elementwise, activation, norm and pooling kernels (device-side op or module time).
 - TPU7x and v6e, tpu-recipes microbenchmarks: bf16 GEMMs and HBM copies vs size.
+- GPUs, XLA:GPU's own measured matmul tables (openxla/xla, ROCm/xla): 2,250 batched GEMMs
+  (b in {1,2,4}; M, N, K in 256..4096) on H100 (bf16, f32 as TF32), B200 (bf16, TF32, fp8) and
+  an MI300X-class gfx942 (bf16), each the median CUPTI kernel time of an XLA-compiled dot.
 
 `FIT_SUBSETS` says which rows fit which constant; every other row is held out, and the report
 gives in-sample and held-out error separately, by family. Compiled workloads are cached, so a
@@ -25,10 +28,12 @@ import jax
 import jax.numpy as jnp
 import yaml
 
-from tpusim.sim.calibration import Calibration, calibration_for
+from tpusim.sim.calibration import Calibration, calibration_of
 
 DATA = Path(__file__).parent / "data"
 V4_SOURCE = "scalesim-project/SCALE-Sim-validation (MIT)"
+XLA_GPU_SOURCE = "XLA:GPU matmul perf table (openxla/xla via ROCm/xla, Apache-2.0)"
+_GPU_RATE = {"bfloat16": "bf16", "float32": "tf32", "float8_e4m3fn": "fp8"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,19 @@ def _v4_gemms() -> list[Row]:
 _VECTOR_FAMILY = {"add": "elementwise", "sub": "elementwise", "mul": "elementwise", "div": "elementwise",
                   "layer_norm": "norm", "rms_norm": "norm", "batch_norm_inference": "norm",
                   "max_pooling": "pooling", "avg_pooling": "pooling"}
+
+
+def _gpu_gemms() -> list[Row]:
+    rows = []
+    with open(DATA / "gpu_xla_gemm.csv") as f:
+        for r in csv.DictReader(f):
+            b, m, n, k = (int(r[x]) for x in "bmnk")
+            flops = 2 * b * m * n * k
+            rows.append(Row(f"{r['chip']}-xla-{r['dtype']}-{b}x{m}x{n}x{k}", r["chip"],
+                            f"{r['chip']} GEMM {_GPU_RATE[r['dtype']]}", f"{r['chip']}-{r['dtype']}-b{b}",
+                            ("bmm", b, m, n, k, r["dtype"]), flops / float(r["published_flops_per_s"]),
+                            f"{XLA_GPU_SOURCE} @{r['source_commit'][:10]} {r['source_path']} ({r['xla_device']})"))
+    return rows
 
 
 def _v4_vector_ops() -> list[Row]:
@@ -105,12 +123,23 @@ def _microbench() -> list[Row]:
 
 @lru_cache(maxsize=1)
 def measured_rows() -> tuple[Row, ...]:
-    return tuple(_v4_gemms() + _v4_vector_ops() + _microbench())
+    return tuple(_v4_gemms() + _v4_vector_ops() + _microbench() + _gpu_gemms())
 
 
 # ---- which rows fit which constant ----------------------------------------------------------
 def _min_dim(row: Row) -> int:
+    if row.build[0] == "bmm":
+        return min(row.build[2:5])
     return min(row.build[1:4]) if row.build[0] == "matmul" else 0
+
+
+def _gpu_subset(chip: str, dtype: str, predicate: Callable[[Row], bool] = lambda r: True) -> Callable[[Row], bool]:
+    """The batch-1 GEMMs of one GPU and dtype (b=2 and b=4 are held out), narrowed by `predicate`."""
+    return lambda r: r.subset == f"{chip}-{dtype}-b1" and predicate(r)
+
+
+def _gemm_volume(row: Row) -> int:
+    return math.prod(row.build[2:5]) if row.build[0] == "bmm" else 0
 
 
 def _elements(row: Row) -> int:
@@ -138,6 +167,22 @@ FIT_SUBSETS: list[tuple[str, str, str, Callable[[Row], bool]]] = [
     ("v6e", "hbm_efficiency", "the current 32 MiB HBM copy", lambda r: r.id == "v6e-copy-32MiB-24"),
     ("v6e", "mxu_efficiency", "the current 8192^3 GEMM", lambda r: r.id == "v6e-gemm-8192^3-21"),
 ]
+# GPUs: per architecture, on the batch-1 GEMMs of XLA's table (b=2 and b=4, fp8, and the other
+# dtypes' batched rows are held out), in this order from a neutral start (see `fit`).
+GPU_FITTED = ("h100", "b200", "mi300x")
+# Where a GPU's one-pass fit starts: a 5 us kernel floor, 1 us per wave of tiles, 85% of the
+# tensor-core peak (round figures; the fit then moves each constant on its own subset).
+GPU_FIT_START = {"kernel_floor_s": 5e-6, "wave_latency_s": 1e-6, "mxu_efficiency": 0.85, "tf32_efficiency": 0.0}
+for _chip in GPU_FITTED:
+    FIT_SUBSETS += [
+        (_chip, "kernel_floor_s", "the bf16 GEMMs with b=1 and M x N x K <= 512 x 512 x 256",
+         _gpu_subset(_chip, "bfloat16", lambda r: _gemm_volume(r) <= 512 * 512 * 256)),
+        (_chip, "mxu_efficiency", "the bf16 GEMMs with b=1 and M, N, K >= 2048",
+         _gpu_subset(_chip, "bfloat16", lambda r: _min_dim(r) >= 2048)),
+        (_chip, "wave_latency_s", "the 125 bf16 GEMMs with b=1", _gpu_subset(_chip, "bfloat16")),
+    ]
+    if _chip != "mi300x":
+        FIT_SUBSETS.append((_chip, "tf32_efficiency", "the 125 f32 (TF32) GEMMs with b=1", _gpu_subset(_chip, "float32")))
 
 
 def fit_role(row: Row) -> str | None:
@@ -157,6 +202,9 @@ def workload(build: tuple) -> tuple[Callable, list[jax.ShapeDtypeStruct]]:
     """The JAX function and argument shapes that the measurement timed (as its source code
     describes it: see the data README)."""
     kind = build[0]
+    if kind == "bmm":
+        _, b, m, n, k, dtype = build
+        return (lambda x, y: jnp.matmul(x, y)), [jax.ShapeDtypeStruct((b, m, k), dtype), jax.ShapeDtypeStruct((b, k, n), dtype)]
     if kind == "matmul":
         _, m, n, k, dtype = build
         return (lambda a, b: jnp.matmul(a, b)), [jax.ShapeDtypeStruct((m, k), dtype), jax.ShapeDtypeStruct((k, n), dtype)]
@@ -205,6 +253,13 @@ def workload(build: tuple) -> tuple[Callable, list[jax.ShapeDtypeStruct]]:
     raise ValueError(f"no workload for measured kernel kind {kind!r}")
 
 
+def base_calibration(chip: str) -> Calibration:
+    """The shipped calibration a measured chip is timed with (a GPU's falls back to the GPU default)."""
+    from tpusim.hardware.chip import resolve_device
+
+    return calibration_of(resolve_device(chip))
+
+
 @lru_cache(maxsize=None)
 def _compiled(build: tuple, chip: str) -> Any:
     from tpusim.api import compile as tpu_compile
@@ -219,7 +274,7 @@ def predict(row: Row, calibration: Calibration | None = None) -> float:
     from tpusim.sim.timing import DEFAULT_CONSTANTS
 
     compiled = _compiled(row.build, row.chip)
-    cal = calibration or calibration_for(row.chip)
+    cal = calibration or base_calibration(row.chip)
     return estimate_program(compiled.program, resolve_device(row.chip), 0.0, DEFAULT_CONSTANTS,
                             calibration=cal).time_s
 
@@ -232,8 +287,10 @@ def _log_error(rows: Iterable[Row], cal: Calibration) -> float:
 def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
     """1-D search (log-spaced, then golden section) of the constant minimizing the subset's
     median |log error|."""
-    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "mxu_fill_share": (0.01, 1.5),
-                  "one_core_hbm_fraction": (0.05, 1.0)}.get(name, (0.05, 1.5))
+    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "mxu_fill_share": (0.01, 1.5), "wave_latency_s": (1e-8, 1e-5),
+              "one_core_hbm_fraction": (0.05, 1.0)}.get(name, (0.05, 1.5))
+    if name == "kernel_floor_s" and rows and rows[0].build[0] == "bmm":
+        lo, hi = 1e-7, 2e-5  # a GPU kernel's floor is several microseconds
     score = lambda v: _log_error(rows, replace(cal, **{name: v}))  # noqa: E731
     grid = [lo * (hi / lo) ** (i / 24) for i in range(25)]
     best = min(grid, key=score)
@@ -249,11 +306,16 @@ def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
 
 
 def fit(rows: Iterable[Row] | None = None) -> dict[str, Calibration]:
-    """Refit every constant of FIT_SUBSETS on its subset. Returns the calibration per generation."""
+    """Refit every constant of FIT_SUBSETS on its subset, in order, one pass. Returns the
+    calibration per generation. A GPU's constants start from GPU_FIT_START rather than the
+    shipped values, so the fit does not depend on them (floor and wave latency trade off on
+    one-wave GEMMs: the start breaks the tie)."""
     rows = list(rows or measured_rows())
     cals: dict[str, Calibration] = {}
     for gen, const, _, pred in FIT_SUBSETS:
-        cal = cals.get(gen) or calibration_for(gen)
+        cal = cals.get(gen) or base_calibration(gen)
+        if gen in GPU_FITTED and gen not in cals:
+            cal = replace(cal, **GPU_FIT_START)
         subset = [r for r in rows if r.chip == gen and pred(r)]
         if subset:
             cals[gen] = _fit_one(subset, cal, const)

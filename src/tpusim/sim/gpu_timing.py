@@ -1,0 +1,116 @@
+"""The GPU model: how long each kernel of a compiled Program takes on one GPU, and why.
+
+A GEMM or convolution (XLA:GPU hands it to cuBLAS/cuDNN or a Triton kernel) is cut into output
+tiles of BM x BN; each thread block (CTA) computes one tile on one SM, and the tiles run in
+waves over the SMs. A GEMM with 8 tiles on 132 SMs uses 8 of them: wave quantization.
+
+    waves      = ceil(batch x ceil(M / BM) x ceil(N / BN) / SMs)
+    tensor_s   = waves x (2 BM BN K / (peak(dtype) x efficiency / SMs) + wave_latency x width / 2)
+    time       = kernel_floor + max(tensor_s, hbm_bytes / (bandwidth x hbm_efficiency))
+
+The tile is the one of the usual CUTLASS/cuBLAS shapes that finishes first, as XLA's autotuner
+picks the fastest kernel. The tensor-core rate follows the operand type: bf16/f16 at the bf16
+peak; f32 at default precision as TF32 (JAX's default on Ampere and later; f32 on CUDA cores
+where the GPU has no TF32, and at precision "highest"); fp8 and int8 at their own published peaks.
+Other kernels (XLA's loop and reduction fusions) stream HBM at the calibrated bandwidth, with
+their arithmetic on the CUDA cores (transcendentals on the special-function units).
+
+Per architecture, four constants are fitted on stated subsets of XLA:GPU's own measured GEMM
+tables (sim/calibration.yaml, `tpusim validate`): the kernel floor, the per-wave latency, the
+sustained tensor-core fraction, and the sustained TF32 fraction.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tpusim.program.program import Kernel, MxuPlan
+from tpusim.sim.device_timer import Bound, DeviceTimer, KernelTime
+
+# Output tiles (BM, BN) of the GEMM kernels cuBLAS and XLA's Triton emitter choose among.
+GEMM_TILES: tuple[tuple[int, int], ...] = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64))
+
+# Special-function-unit cost of a transcendental in CUDA-core slots: 16 SFU results per SM per
+# clock against 128 FP32 lanes (CUDA C++ Programming Guide, arithmetic instruction throughput,
+# compute capability 8.x/9.0).
+SFU_COST = 8.0
+
+
+class GpuTimer(DeviceTimer):
+    """Prices kernels on one GPU: tensor-core GEMMs in waves of tiles over the SMs, everything
+    else as an HBM stream with CUDA-core arithmetic."""
+
+    matrix_unit = "tensor cores"
+    vector_unit = "CUDA cores"
+
+    @property
+    def sms(self) -> int:
+        return int(self.chip.sm_count.value) if self.chip.sm_count else 1
+
+    @property
+    def cuda_core_ops_per_s(self) -> float:
+        """Elementwise operations per second on the CUDA cores (an FMA counts 2 FLOPs in the
+        published FP32 peak, one operation here)."""
+        fp32 = self.chip.peak_fp32_tflops
+        return (fp32.value * 1e12 if fp32 else self.peak_flops / 16) / 2
+
+    def tensor_rate(self, plan: MxuPlan) -> tuple[float, str]:
+        """(sustained FLOP/s, which published peak) for the kernel's operand type."""
+        chip, cal = self.chip, self.cal
+        op = plan.operand_type
+        if op in ("int8", "fp8"):
+            rel, label = chip.matmul_rate(op)
+            return self.peak_flops * rel * cal.mxu_efficiency, label
+        if op == "f32":
+            if plan.passes < 6 and chip.peak_tf32_tflops is not None:
+                return chip.peak_tf32_tflops.value * 1e12 * (cal.tf32_efficiency or cal.mxu_efficiency), "tf32 peak"
+            fp32 = chip.peak_fp32_tflops.value * 1e12 if chip.peak_fp32_tflops else self.peak_flops / 16
+            return fp32 * cal.mxu_efficiency, "fp32 peak (CUDA cores)"
+        if op == "int":
+            return self.cuda_core_ops_per_s * 2, "int32 (CUDA cores)"
+        return self.peak_flops * cal.mxu_efficiency, "bf16 peak"
+
+    def gemm_seconds(self, plan: MxuPlan) -> tuple[float, tuple[int, int], int]:
+        """(tensor-core time, tile, waves) of the fastest tile for this GEMM/conv."""
+        rate, _ = self.tensor_rate(plan)
+        per_sm = rate / self.sms
+        k = plan.K * plan.taps
+        # A CTA's prologue loads its first operand stages and its epilogue stores its tile: both
+        # scale with the element width, at least 2 bytes (8-bit GEMMs store 16-bit results);
+        # the constant is fitted on bf16.
+        width = 4 if plan.operand_type in ("f32", "int") else 2
+        latency = self.cal.wave_latency_s * width / 2
+        best: tuple[float, tuple[int, int], int] | None = None
+        for bm, bn in GEMM_TILES:
+            tiles = plan.batch * math.ceil(plan.M / bm) * math.ceil(plan.N / bn)
+            waves = math.ceil(tiles / self.sms)
+            t = waves * (2 * bm * bn * k / per_sm + latency)
+            if best is None or t < best[0]:
+                best = (t, (bm, bn), waves)
+        assert best is not None
+        return best
+
+    def time_compute_kernel(self, kernel: Kernel) -> KernelTime:
+        c = kernel.counts
+        tensor_s, rate, mxu_flops = 0.0, "", 0.0
+        vector_flops = c.flops
+        if kernel.mxu is not None:
+            tensor_s, _, _ = self.gemm_seconds(kernel.mxu)
+            rate = self.tensor_rate(kernel.mxu)[1]
+            mxu_flops = float(kernel.mxu.useful_flops)
+            vector_flops = max(0.0, c.flops - mxu_flops)
+        vector_s = (vector_flops + SFU_COST * c.transcendentals) / self.cuda_core_ops_per_s
+        dma_s = self.dma_seconds(kernel.hbm_bytes)
+        steady = max(tensor_s, vector_s, dma_s)
+        floor = self.cal.kernel_floor_s
+        bound: Bound
+        if floor > steady:
+            bound = "overhead"
+        elif steady == tensor_s:
+            bound = "compute"
+        elif steady == dma_s:
+            bound = "memory"
+        else:
+            bound = "vector"
+        return KernelTime(kernel.name, kernel.kind, floor + steady, c.flops, float(kernel.hbm_bytes), bound,
+                          tensor_s, vector_s, dma_s, floor, mxu_flops=mxu_flops, where=kernel.where, rate=rate)

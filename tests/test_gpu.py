@@ -1,0 +1,91 @@
+"""The GPU device model: tiles in waves over the SMs, per-dtype tensor-core rates, and the
+measured XLA:GPU GEMM tables it is validated against."""
+
+import math
+from statistics import median
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import tpusim
+from tpusim.hardware.chip import resolve_device
+from tpusim.sim.calibration import calibration_of
+from tpusim.sim.estimate import timer_for
+from tpusim.sim.gpu_timing import GpuTimer
+
+
+def _mm(m, k, n, dtype=jnp.bfloat16):
+    return (lambda a, b: a @ b), jax.ShapeDtypeStruct((m, k), dtype), jax.ShapeDtypeStruct((k, n), dtype)
+
+
+def _op(m, k, n, dtype=jnp.bfloat16, device="h100", **kw):
+    return tpusim.compile(*_mm(m, k, n, dtype), device=device, **kw).estimate().ops[0]
+
+
+def test_each_kind_of_device_has_its_own_model():
+    assert isinstance(timer_for(resolve_device("h100")), GpuTimer)
+    assert type(timer_for(resolve_device("v5e"))).__name__ == "TensorCoreTimer"
+    assert type(timer_for(resolve_device("cpu"))).__name__ == "CpuTimer"
+
+
+def test_tiles_run_in_waves_over_the_sms():
+    """A GEMM with one output tile per SM keeps the tensor cores about as long as one with far
+    fewer tiles: the chip is not 'partly busy', the wave is. 16.5x the FLOPs cost well under 2x
+    the tensor-core time."""
+    few = _op(1024, 4096, 128)  # a handful of tiles on 132 SMs
+    full = _op(128 * 132, 4096, 128)  # one wave of 128x128 tiles
+    assert full.flops / few.flops == pytest.approx(16.5)
+    assert full.mxu_s < 2 * few.mxu_s
+
+
+def test_wave_count_is_the_closed_form():
+    timer = GpuTimer(resolve_device("h100"))
+    kernel = tpusim.compile(*_mm(128 * 133, 4096, 256), device="h100").kernels[0]
+    t, (bm, bn), waves = timer.gemm_seconds(kernel.mxu)
+    tiles = math.ceil(128 * 133 / bm) * math.ceil(256 / bn)
+    assert waves == math.ceil(tiles / 132)
+    cal = calibration_of(resolve_device("h100"))
+    per_sm = 989.4e12 * cal.mxu_efficiency / 132
+    assert t == pytest.approx(waves * (2 * bm * bn * 4096 / per_sm + cal.wave_latency_s))
+
+
+def test_f32_matmuls_run_as_tf32_at_default_precision_and_on_cuda_cores_at_highest():
+    n = 8192
+    cal = calibration_of(resolve_device("h100"))
+    tf32 = _op(n, n, n, jnp.float32)
+    assert tf32.rate == "tf32 peak"
+    assert tf32.mxu_s == pytest.approx(2 * n**3 / (494.7e12 * cal.tf32_efficiency), rel=0.1)
+    fp32 = _op(n, n, n, jnp.float32, precision="highest")
+    assert fp32.rate == "fp32 peak (CUDA cores)"
+    assert fp32.mxu_s == pytest.approx(2 * n**3 / (66.9e12 * cal.mxu_efficiency), rel=0.1)
+    # Volta has no TF32: f32 goes to the CUDA cores even at default precision.
+    assert _op(4096, 4096, 4096, jnp.float32, device="v100").rate == "fp32 peak (CUDA cores)"
+
+
+def test_fp8_runs_at_twice_the_bf16_rate_where_the_gpu_has_it():
+    n = 8192
+    bf16 = _op(n, n, n, jnp.bfloat16, device="b200")
+    fp8 = _op(n, n, n, jnp.float8_e4m3fn, device="b200")
+    assert fp8.rate == "fp8 peak"
+    assert bf16.mxu_s / fp8.mxu_s == pytest.approx(2.0, rel=0.05)
+
+
+def test_gpu_reports_never_exceed_the_published_peaks():
+    for device in ("h100", "b200", "a100", "l4", "mi300x"):
+        est = tpusim.compile(*_mm(8192, 8192, 8192), device=device).estimate()
+        assert est.mxu_utilization < 1.0
+
+
+def test_measured_gpu_gemms_held_out_median_within_12_percent():
+    """XLA:GPU's measured GEMM tables (H100, B200, MI300X-class): at least 200 held-out kernels
+    over at least two GPU generations, median |error| <= 12%."""
+    from tpusim.validation import kernels
+
+    rows = [r for r in kernels.measured_rows() if r.chip in kernels.GPU_FITTED]
+    results = kernels.evaluate(rows)
+    held = [r for r in results if r.role is None]
+    assert len(held) >= 200 and len({r.row.chip for r in held}) >= 2
+    assert median(abs(r.error) for r in held) <= 0.12
+    for family in ("h100 GEMM bf16", "b200 GEMM bf16", "b200 GEMM fp8"):
+        assert median(abs(r.error) for r in held if r.row.family == family) <= 0.10, family
