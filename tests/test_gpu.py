@@ -89,3 +89,54 @@ def test_measured_gpu_gemms_held_out_median_within_12_percent():
     assert median(abs(r.error) for r in held) <= 0.12
     for family in ("h100 GEMM bf16", "b200 GEMM bf16", "b200 GEMM fp8"):
         assert median(abs(r.error) for r in held if r.row.family == family) <= 0.10, family
+
+
+# ---- multi-GPU systems ------------------------------------------------------------------------
+def test_gpu_nodes_and_clusters_parse_and_refuse_what_does_not_exist():
+    from tpusim.distribute.topology import SliceConfigError, parse_system
+
+    assert parse_system("h100-8").chips == 8
+    assert parse_system("4xh100-8").chips == 32 and parse_system("4xh100-8").num_slices == 4
+    with pytest.raises(SliceConfigError, match="2xh100-8"):
+        parse_system("h100-16")
+    with pytest.raises(SliceConfigError, match="NVLink"):
+        parse_system("l4-8")
+
+
+def test_collectives_in_a_node_follow_nccl_bus_bandwidth():
+    """nccl-tests PERFORMANCE.md: an all-reduce of S bytes over n GPUs moves S x 2(n-1)/n per GPU
+    at the bus bandwidth (each GPU's NVLink, one direction: 450 GB/s on H100); all-gather
+    S x (n-1)/n. Between nodes, the reduce-scattered 1/8 shard crosses each GPU's 400 Gbit/s NIC."""
+    from tpusim.distribute.collectives import collective_cost
+    from tpusim.distribute.mesh import make_mesh
+    from tpusim.distribute.topology import parse_system
+
+    size = 1e9
+    node = make_mesh(parse_system("h100-8"), {"x": 8})
+    ar = collective_cost("all_reduce", size, ("x",), node)
+    assert ar.bandwidth_s == pytest.approx(size * 2 * 7 / 8 / 450e9)
+    ag = collective_cost("all_gather", size, ("x",), node)
+    assert ag.bandwidth_s == pytest.approx(size * 7 / 8 / 450e9)
+    cluster = make_mesh(parse_system("4xh100-8"), {"data": 4, "fsdp": 8})
+    both = collective_cost("all_reduce", size, ("data", "fsdp"), cluster)
+    assert both.bandwidth_s == pytest.approx(size * 2 * 7 / 8 / 450e9 + 2 * (size / 8) * 3 / 4 / 50e9)
+
+
+def test_fsdp_training_of_a_7b_lm_on_one_and_eight_h100_nodes():
+    """A 7B-class decoder (32 layers, d_model 4096, seq 2048) trained with FSDP on h100-8 and on
+    8xh100-8 (data x fsdp): estimates in seconds, communication broken out, plausible MFU."""
+    import time
+
+    from tpusim.models.zoo import gpt_specs, gpt_train_step_shapes
+
+    for device, mesh, batch in (("h100-8", {"fsdp": 8}, 16), ("8xh100-8", {"data": 8, "fsdp": 8}, 128)):
+        t0 = time.perf_counter()
+        fn, args = gpt_train_step_shapes(layers=32, d_model=4096, heads=32, seq=2048, batch=batch, vocab=32000)
+        est = tpusim.compile(fn, *args, device=device, mesh=mesh,
+                             in_specs=gpt_specs(args[0], data_axes=tuple(mesh), model=None)).estimate()
+        assert time.perf_counter() - t0 < 10
+        assert device in est.device
+        assert 0 < est.communication_s < est.time_s
+        assert 0 <= est.exposed_communication_s <= est.communication_s
+        mfu = 6 * 6.5e9 * 2048 * batch / math.prod(mesh.values()) / est.time_s / 989.4e12
+        assert 0.2 < mfu < 0.8

@@ -16,6 +16,12 @@ one-way bandwidth W and per-hop latency h (chip file):
   reduce-scatter over ICI, all-reduce of the 1/ici shard over DCN (2 V/ici (s-1)/s / B_dcn over
   s slices), all-gather over ICI; gathers and scatters send 1/ici of V over DCN.
 These are the textbook ring algorithms (the JAX scaling book's closed forms for TPUs).
+
+GPU nodes: NVSwitch joins every GPU of a node, and NCCL runs rings over it; a ring's step is
+limited by each GPU's NVLink bandwidth in one direction (half the bidirectional figure), so an
+axis inside a node is a ring without wraparound at that rate: all-reduce 2 V (n-1)/n / W, as in
+NCCL's own bus-bandwidth formulas (nccl-tests PERFORMANCE.md: busBw = algBw x 2(n-1)/n). Between
+nodes, each GPU's NIC plays the DCN's part (hierarchical all-reduce as above).
 """
 
 from __future__ import annotations
@@ -44,7 +50,10 @@ def _link(chip: Chip, efficiency: float = 1.0) -> tuple[float, float]:
     shared by its devices: on v2/v3/TPU7x each TensorCore (chiplet) is its own JAX device, and in
     an SPMD program all of them communicate at once, so each gets its share (measured TPU7x
     all-gathers over 2x2 chips reach half the per-chip link rate)."""
-    w = chip.ici_link_bw_unidir_gbps.value * 1e9 if chip.ici_link_bw_unidir_gbps else 45e9
+    if chip.kind == "gpu" and chip.nvlink_bw_bidir_gbps is not None:
+        w = chip.nvlink_bw_bidir_gbps.value * 1e9 / 2  # all of a GPU's NVLinks, one direction
+    else:
+        w = chip.ici_link_bw_unidir_gbps.value * 1e9 if chip.ici_link_bw_unidir_gbps else 45e9
     h = chip.ici_hop_latency_us.value * 1e-6 if chip.ici_hop_latency_us else 1e-6
     return w * chip.device_fraction * efficiency, h
 

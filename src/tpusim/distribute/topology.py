@@ -6,6 +6,10 @@ v2/v3/v5e/v6e are 2D tori, v4/v5p/TPU7x 3D tori built from 4x4x4 cubes. Wraparou
 only where the real slice has them (SB-tpus): on v4/v5p/TPU7x when the slice is made of whole
 4x4x4 cubes (then on every axis); on v5e/v6e only along axes of length 16; on v2/v3 along the full pod's axes.
 "Nxv5e-256" (or slices=N) joins N slices over the data-center network (DCN).
+
+GPUs form nodes the same way: "h100-8" is one 8-GPU node whose GPUs all reach each other through
+NVSwitch (one hop, each GPU's NVLink bandwidth); "4xh100-8" is four such nodes joined by the
+InfiniBand/RoCE network (one NIC per GPU), which plays the role DCN plays between TPU slices.
 """
 
 from __future__ import annotations
@@ -82,16 +86,21 @@ class Slice:
 
     @property
     def hosts(self) -> int:
-        per_host = int(self.chip.chips_per_host.value) if self.chip.chips_per_host else 4
+        per_host = int(self.chip.chips_per_host.value) if self.chip.chips_per_host else (
+            GPUS_PER_NODE if self.chip.kind == "gpu" else 4)
         return max(1, math.ceil(self.chips / per_host))
 
     @property
     def devices(self) -> int:
-        """JAX devices: one per chip on megacore/single-core chips, one per TensorCore otherwise."""
+        """JAX devices: one per chip on megacore/single-core chips and GPUs, one per TensorCore otherwise."""
+        if self.chip.kind != "tpu":
+            return self.chips
         cores = int(self.chip.tensorcores_per_chip.value) if self.chip.tensorcores_per_chip else 1
         return self.chips * (cores // self.chip.cores_per_device)
 
     def describe(self) -> str:
+        if self.chip.kind == "gpu":
+            return f"{self.name}: {self.chips} GPUs in one NVLink/NVSwitch node"
         torus = "x".join(str(d) for d in self.shape)
         wrap = ",".join("wrap" if w else "open" for w in self.wraparound)
         return f"{self.name}: {self.chips} chips ({torus}, {wrap}), {self.hosts} hosts"
@@ -120,7 +129,8 @@ class System:
 
     def describe(self) -> str:
         head = f"{self.num_slices} x " if self.num_slices > 1 else ""
-        return head + self.slice.describe() + (f", joined by DCN at {self.dcn_bytes_per_s_per_chip / 1e9:.2f} GB/s per chip"
+        network = "the node network" if self.chip.kind == "gpu" else "DCN"
+        return head + self.slice.describe() + (f", joined by {network} at {self.dcn_bytes_per_s_per_chip / 1e9:.2f} GB/s per chip"
                                                if self.num_slices > 1 else "")
 
 
@@ -134,9 +144,26 @@ def _wraparound(version: str, shape: tuple[int, ...], chip: Chip) -> tuple[bool,
     return tuple(full is not None and d == full[i] and d > 2 for i, d in enumerate(shape))
 
 
+# GPUs in one NVLink/NVSwitch domain (an HGX/DGX node). SB-gpus: 8 per H100/B200 HGX node.
+GPUS_PER_NODE = 8
+
+
+def _gpu_node(chip: Chip, gpus: int) -> Slice:
+    if chip.nvlink_bw_bidir_gbps is None:
+        raise SliceConfigError(f"{chip.display_name} has no NVLink in tpusim's catalog: multi-GPU nodes of it "
+                               "(PCIe only) are not modelled; use an NVLink GPU such as h100 or a100")
+    if not 1 <= gpus <= GPUS_PER_NODE:
+        raise SliceConfigError(f"one {chip.name} node holds 1 to {GPUS_PER_NODE} GPUs, asked for {gpus}; "
+                               f"join nodes over the network as 'Nx{chip.name}-{GPUS_PER_NODE}' (e.g. "
+                               f"'{max(2, gpus // GPUS_PER_NODE)}x{chip.name}-{GPUS_PER_NODE}')")
+    return Slice(chip, f"{chip.name}-{gpus}", (gpus,), (False,))
+
+
 def make_slice(version: str, chips: int, shape: tuple[int, ...] | None = None) -> Slice:
     chip = resolve_device(version)
     version = chip.name
+    if chip.kind == "gpu":
+        return _gpu_node(chip, chips)
     if chip.kind != "tpu" or version == "v1":
         raise SliceConfigError(f"{chip.display_name} has no ICI: it cannot form slices")
     limit = int(chip.pod_max_chips.value) if chip.pod_max_chips else chips
