@@ -85,8 +85,9 @@ def validate(refit: bool = typer.Option(False, help="refit the calibration const
              family: str = typer.Option(None, help="also list the rows of this kernel family, worst first "
                                                    "(e.g. 'v4 GEMM f16')"),
              rows: int = typer.Option(20, help="how many rows of --family to list")) -> None:
-    """Predicted vs published measured timings: ~7,700 single-chip kernels over TPU v4, v6e
-    and TPU7x by family (in-sample and held-out error apart), and whole-program checks."""
+    """Predicted vs published measured timings: ~9,900 single-chip kernels over TPU v4, v6e,
+    TPU7x and GPUs (H100, B200, MI300X-class) by family (in-sample and held-out error apart),
+    and whole-program checks."""
     from rich.table import Table
 
     from tpusim.sim.timing import DEFAULT_CONSTANTS
