@@ -101,6 +101,7 @@ def test_gpu_nodes_and_clusters_parse_and_refuse_what_does_not_exist():
         parse_system("h100-16")
     with pytest.raises(SliceConfigError, match="NVLink"):
         parse_system("l4-8")
+    assert parse_system("a100-40gb-8").chips == 8  # a device name with a digit suffix
 
 
 def test_collectives_in_a_node_follow_nccl_bus_bandwidth():

@@ -152,10 +152,12 @@ def _gpu_node(chip: Chip, gpus: int) -> Slice:
     if chip.nvlink_bw_bidir_gbps is None:
         raise SliceConfigError(f"{chip.display_name} has no NVLink in tpusim's catalog: multi-GPU nodes of it "
                                "(PCIe only) are not modelled; use an NVLink GPU such as h100 or a100")
-    if not 1 <= gpus <= GPUS_PER_NODE:
-        raise SliceConfigError(f"one {chip.name} node holds 1 to {GPUS_PER_NODE} GPUs, asked for {gpus}; "
+    if gpus < 1:
+        raise SliceConfigError(f"a {chip.name} node holds 1 to {GPUS_PER_NODE} GPUs, asked for {gpus}")
+    if gpus > GPUS_PER_NODE:
+        raise SliceConfigError(f"one {chip.name} node holds at most {GPUS_PER_NODE} GPUs, asked for {gpus}; "
                                f"join nodes over the network as 'Nx{chip.name}-{GPUS_PER_NODE}' (e.g. "
-                               f"'{max(2, gpus // GPUS_PER_NODE)}x{chip.name}-{GPUS_PER_NODE}')")
+                               f"'{-(-gpus // GPUS_PER_NODE)}x{chip.name}-{GPUS_PER_NODE}')")
     return Slice(chip, f"{chip.name}-{gpus}", (gpus,), (False,))
 
 
@@ -190,7 +192,7 @@ def make_slice(version: str, chips: int, shape: tuple[int, ...] | None = None) -
     return Slice(chip, name, tuple(shape), _wraparound(version, tuple(shape), chip))
 
 
-_PATTERN = re.compile(r"^(?:(\d+)\s*x\s*)?([a-z0-9]+(?:-[a-z]+)?)-(\d+)$")
+_PATTERN = re.compile(r"^(?:(\d+)\s*x\s*)?([a-z0-9]+(?:-[a-z0-9]+)?)-(\d+)$")
 _TOPOLOGY = re.compile(r"^(?:(\d+)\s*x\s*)?([a-z0-9]+(?:-[a-z]+)?):(\d+(?:x\d+){1,2})$")
 
 

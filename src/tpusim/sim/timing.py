@@ -33,7 +33,6 @@ behind the same DeviceTimer interface (sim/device_timer.py).
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 from tpusim.hardware.chip import Chip
