@@ -1,8 +1,11 @@
 """Canonicalization: drop ops that do nothing (same-shape reshapes, same-type converts,
-stop_gradient, optimization barriers) and ops whose results nobody uses, so later passes see
-only real work."""
+stop_gradient, optimization barriers) and ops whose results nobody uses, and fold a zero pad
+into the convolution that reads it (XLA's algebraic simplifier does), so later passes see only
+real work."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from tpusim.ir.graph import Graph, Op, Value
 
@@ -37,8 +40,12 @@ def canonicalize(graph: Graph, top: bool = True) -> Graph:
         return v
 
     ops: list[Op] = []
+    producer: dict[int, Op] = {}
     for op in graph.ops:
         op.inputs = [resolve(v) for v in op.inputs]
+        producer.update((o.id, op) for o in op.outputs)
+        if op.prim == "conv_general_dilated":
+            _fold_input_pad(op, producer)
         if op.subgraphs:
             op.subgraphs = {k: canonicalize(g, top=False) for k, g in op.subgraphs.items()}
         if _is_identity(op) and not (top and _explicit_copy(op, graph)):
@@ -60,3 +67,30 @@ def eliminate_dead_ops(ops: list[Op], outputs: list[Value]) -> list[Op]:
             live.update(v.id for v in op.inputs)
     kept.reverse()
     return kept
+
+
+def _is_zero(v: Value, producer: dict[int, Op]) -> bool:
+    """Whether a scalar is a constant zero (through the converts JAX puts on literals)."""
+    while not v.is_const and v.id in producer and producer[v.id].prim == "convert_element_type":
+        v = producer[v.id].inputs[0]
+    return v.is_const and v.size == 1 and float(np.asarray(v.const).reshape(())) == 0.0
+
+
+def _fold_input_pad(conv: Op, producer: dict[int, Op]) -> None:
+    """A convolution whose input is zero-padded on its spatial dims (Keras's ZeroPadding2D
+    before a strided conv) reads the unpadded input with its own padding widened instead: the
+    padded copy is never made (the pad stays only if something else reads it)."""
+    pad = producer.get(conv.inputs[0].id)
+    if pad is None or pad.prim != "pad" or not _is_zero(pad.inputs[1], producer):
+        return
+    dn = conv.params["dimension_numbers"]
+    spatial = [int(d) for d in dn.lhs_spec[2:]]
+    cfg = [tuple(int(x) for x in c) for c in pad.params["padding_config"]]
+    dilation = conv.params.get("lhs_dilation") or (1,) * len(spatial)
+    if any(cfg[d] != (0, 0, 0) for d in (int(dn.lhs_spec[0]), int(dn.lhs_spec[1]))):
+        return
+    if any(cfg[d][2] != 0 or cfg[d][0] < 0 or cfg[d][1] < 0 for d in spatial) or any(int(x) != 1 for x in dilation):
+        return
+    padding = tuple((int(lo) + cfg[d][0], int(hi) + cfg[d][1]) for d, (lo, hi) in zip(spatial, conv.params["padding"]))
+    conv.params = {**conv.params, "padding": padding}
+    conv.inputs = [pad.inputs[0], *conv.inputs[1:]]

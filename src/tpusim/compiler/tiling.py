@@ -61,12 +61,54 @@ def operand_type(op: Op) -> str:
 
 
 def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
-    """(batch, M, K, N, taps) of a matmul or convolution."""
+    """(batch, M, K, N, taps) of a matmul or convolution: a grouped convolution is one matmul
+    per feature group (or per batch group, as a depthwise filter gradient is)."""
     if op.prim == "dot_general":
         g = dot_geometry(op)
         return g.B, g.M, g.K, g.N, 1
     c = conv_geometry(op)
-    return c.groups, (c.batch // c.batch_groups) * c.out_positions, c.in_per_group, c.out_features // c.groups, c.taps
+    groups = c.groups * c.batch_groups
+    return groups, (c.batch // c.batch_groups) * c.out_positions, c.in_per_group, c.out_features // groups, c.taps
+
+
+def is_depthwise(op: Op) -> bool:
+    """A grouped convolution whose groups each contract or produce a single channel (depthwise
+    convs, their input gradients, and their filter gradients, which JAX emits with
+    batch_group_count): on the MXU a group would fill one row or column of a weight tile, so
+    XLA:TPU runs it on the VPU as multiply-adds over the taps with channels on the lanes."""
+    if op.prim != "conv_general_dilated":
+        return False
+    batch, _, K, N, _ = _mxu_dims(op)
+    return batch > 1 and min(K, N) == 1
+
+
+def _plan_depthwise(op: Op, plan: MxuPlan, vmem_budget: int, sources: tuple[Value, Value]) -> MxuPlan:
+    """Blocks of output rows, every channel on the lanes, the whole filter resident: the input,
+    filter and output each cross HBM once, streamed in blocks like a loop fusion's."""
+    out = op.outputs[0]
+    plan.engine = "vpu"
+    # The output's tiled layout decides how full the vregs are (the layout pass puts W on the
+    # lanes when there are fewer channels than lanes): `lanes` is the channel count scaled by
+    # the padding that layout carries.
+    fill = out.size * out.dtype.itemsize / max(1, padded_bytes(out.shape, out.dtype))
+    plan.lanes = max(1, round(plan.batch * plan.N / max(fill, 1e-9)))
+    sub = plan.tm  # the sublane tile, as plan_mxu starts it
+    lhs_b, _, out_b = _operand_hbm_bytes(op, sources)
+    row_bytes = (lhs_b + out_b) // max(1, plan.M)  # one output row's share of input and output
+    rows = max(sub, (min(vmem_budget // 2, MAX_LOOP_BLOCK_BYTES) // max(1, row_bytes)) // sub * sub)
+    plan.tm, plan.tk, plan.tn = min(rows, plan.Mp), plan.K, plan.N
+    plan.vmem_bytes = 2 * plan.tm * row_bytes
+    return plan
+
+
+def _pack_groups(batch: int, K: int, N: int, rows: int, cols: int) -> tuple[int, int, int, int]:
+    """(matmuls, K, N, groups per weight tile) of a grouped convolution with several channels
+    per group: as many groups as fit share one weight tile block-diagonally (their K and N side
+    by side), so a group of 32 channels does not pad to a whole 128 x 128 array."""
+    if batch <= 1 or (K >= rows and N >= cols):
+        return batch, K, N, 1
+    per_tile = max(1, min(batch, rows // max(1, K), cols // max(1, N)))
+    return -(-batch // per_tile), K * per_tile, N * per_tile, per_tile
 
 
 def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
@@ -85,16 +127,23 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
     dma_itemsize = max(in_itemsize, *(np.dtype(v.dtype).itemsize for v in sources))
     out_itemsize = np.dtype(op.outputs[0].dtype).itemsize
     batch, M, K, N, taps = _mxu_dims(op)
+    sub = sublane_tile(np.dtype("bfloat16") if in_itemsize == 2 else in_dtype)
+    per_tile = 1
+    if is_depthwise(op):
+        plan = MxuPlan(precision, passes, batch, M, K, N, taps, round_up(max(M, 1), sub), K, N, sub, K, N, 0,
+                       in_itemsize, out_itemsize, operand_type(op))
+        return _plan_depthwise(op, plan, vmem_budget, sources)
+    if op.prim == "conv_general_dilated":
+        batch, K, N, per_tile = _pack_groups(batch, K, N, rows, cols)
     if taps > 1 and round_up(K * taps, rows) <= taps * round_up(K, rows):
         # The filter taps are folded into the contraction (im2col in VMEM, XLA's space-to-depth
         # for small feature counts) when that pads no more: ResNet's 7x7x3 stem contracts over
         # 147 -> 256, not 49 x 128, and a weight gradient (whose "taps" are every output pixel)
         # walks K in blocks as deep as VMEM allows instead of one 128-row block per pixel.
         K, taps = K * taps, 1
-    sub = sublane_tile(np.dtype("bfloat16") if in_itemsize == 2 else in_dtype)
     Mp, Kp, Np = round_up(max(M, 1), sub), round_up(max(K, 1), rows), round_up(max(N, 1), cols)
     plan = MxuPlan(precision, passes, batch, M, K, N, taps, Mp, Kp, Np, sub, rows, cols, 0, in_itemsize, out_itemsize,
-                   operand_type(op))
+                   operand_type(op), groups_per_tile=per_tile)
     lhs_hbm, rhs_hbm, out_hbm = _operand_hbm_bytes(op, sources)
     if tiles is not None:
         tm, tk, tn = (max(1, int(t)) for t in tiles)

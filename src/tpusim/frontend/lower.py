@@ -153,8 +153,6 @@ class _Lowerer:
         elif name == "cond":
             for i, br in enumerate(params.pop("branches")):
                 subgraphs[f"branch{i}"] = self.subgraph(br)
-        elif name == "conv_general_dilated" and int(params.get("batch_group_count", 1)) != 1:
-            raise UnsupportedOpError(name, where, "batch_group_count > 1")
         for v in ins + outs:
             if v.dtype.kind == "c":
                 raise UnsupportedOpError(name, where, f"complex dtype {v.dtype}; the TPU MXU/VPU model is real-valued")

@@ -63,11 +63,17 @@ class MxuPlan:
     in_itemsize: int
     out_itemsize: int
     operand_type: str = "bf16"  # what the MXU is fed: bf16, f16, f32 (as bf16 passes), int8, fp8, int
+    # "mxu", or "vpu" for a depthwise convolution run as multiply-adds with channels on lanes
+    engine: str = "mxu"
+    groups_per_tile: int = 1  # grouped convs: groups packed block-diagonally into one weight tile
+    lanes: int = 128  # engine "vpu": channels as the padded vregs hold them (idle lanes included)
 
     @property
     def grid(self) -> tuple[int, int, int]:
         """(M blocks, N blocks, taps x K blocks); a last block may be partial (masked)."""
         cdiv = lambda a, b: -(-a // b)  # noqa: E731
+        if self.engine == "vpu":  # the whole filter stays in VMEM: one step per block of rows
+            return (cdiv(self.Mp, self.tm), 1, 1)
         return (cdiv(self.Mp, self.tm), cdiv(self.Np, self.tn), self.taps * cdiv(self.Kp, self.tk))
 
     @property
@@ -77,6 +83,8 @@ class MxuPlan:
     @property
     def issued_flops(self) -> int:
         """MXU work including padding to the array size and extra precision passes."""
+        if self.engine == "vpu":
+            return self.useful_flops
         return 2 * self.batch * self.Mp * self.Kp * self.Np * self.taps * self.passes
 
 

@@ -12,7 +12,8 @@ The tile is the one of the usual CUTLASS/cuBLAS shapes that finishes first, as X
 picks the fastest kernel. The tensor-core rate follows the operand type: bf16/f16 at the bf16
 peak; f32 at default precision as TF32 (JAX's default on Ampere and later; f32 on CUDA cores
 where the GPU has no TF32, and at precision "highest"); fp8 and int8 at their own published peaks.
-Other kernels (XLA's loop and reduction fusions) stream HBM at the calibrated bandwidth, with
+Depthwise convolutions (cuDNN's depthwise kernels) run on the CUDA cores, one FMA per MAC,
+and are memory-bound in practice. Other kernels (XLA's loop and reduction fusions) stream HBM at the calibrated bandwidth, with
 their arithmetic on the CUDA cores (transcendentals on the special-function units).
 
 Per architecture, four constants are fitted on stated subsets of XLA:GPU's own measured GEMM
@@ -94,11 +95,13 @@ class GpuTimer(DeviceTimer):
         c = kernel.counts
         tensor_s, rate, mxu_flops = 0.0, "", 0.0
         vector_flops = c.flops
-        if kernel.mxu is not None:
+        if kernel.mxu is not None and kernel.mxu.engine == "mxu":  # depthwise convs: CUDA cores (cuDNN)
             tensor_s, _, _ = self.gemm_seconds(kernel.mxu)
             rate = self.tensor_rate(kernel.mxu)[1]
             mxu_flops = float(kernel.mxu.useful_flops)
             vector_flops = max(0.0, c.flops - mxu_flops)
+        if kernel.mxu is not None and kernel.mxu.engine == "vpu":  # a depthwise MAC is one FMA
+            vector_flops = max(0.0, c.flops - kernel.mxu.useful_flops / 2)
         vector_s = (vector_flops + SFU_COST * c.transcendentals) / self.cuda_core_ops_per_s
         dma_s = self.dma_seconds(kernel.hbm_bytes)
         steady = max(tensor_s, vector_s, dma_s)

@@ -2,6 +2,8 @@
 
 - matmul/conv kernels: tpusim's own blocked MXU arithmetic (sim/mxu.py), following the
   kernel's plan (precision, K blocks, taps); the fused prologue/epilogue runs on the VPU path.
+  Depthwise convolutions, which the plan puts on the VPU, are f32 multiply-adds of operands
+  at the op's precision.
 - VPU work (fused elementwise/reduction kernels, epilogues, pooling, gathers, RNG): the f32 math
   of each primitive is evaluated with JAX's own CPU implementation of that primitive, one
   jit-compiled function per kernel (cached on the kernel), so the arithmetic of a fused kernel
@@ -18,8 +20,8 @@ import numpy as np
 
 from tpusim.ir.geometry import conv_geometry, dot_geometry
 from tpusim.ir.graph import Op, Value
-from tpusim.program.program import Kernel, Program
-from tpusim.sim.mxu import conv_taps, matmul_blocks
+from tpusim.program.program import Kernel, MxuPlan, Program
+from tpusim.sim.mxu import conv_taps, matmul_blocks, to_bf16_f32
 
 Env = dict[int, Any]
 
@@ -58,6 +60,20 @@ def _dot(op: Op, kernel: Kernel, lhs: np.ndarray, rhs: np.ndarray, strict: bool)
     return acc.reshape(op.outputs[0].shape)
 
 
+def _vpu_conv(op: Op, plan: MxuPlan, lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """A depthwise convolution (or its gradient) on the VPU: f32 multiply-adds, accumulated in
+    f32, of the operands at the op's precision (rounded to bf16 at default precision, as the
+    MXU path rounds them; exact at "high"/"highest"); JAX's CPU convolution at HIGHEST
+    precision is that arithmetic."""
+    p = op.params
+    a, b = (to_bf16_f32(v) if plan.precision == "bf16" else np.asarray(v, np.float32) for v in (lhs, rhs))
+    out = jax.lax.conv_general_dilated(
+        a, b, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"], p["dimension_numbers"],
+        p["feature_group_count"], p["batch_group_count"], precision=jax.lax.Precision.HIGHEST,
+        preferred_element_type=np.float32)
+    return np.asarray(out)
+
+
 def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
     fused = kernel.fused
     anchor: Op = kernel.op.params["anchor"]
@@ -72,6 +88,8 @@ def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
     lhs, rhs = (np.asarray(_read(local, v)) for v in anchor.inputs[:2])
     if anchor.prim == "dot_general":
         acc = _dot(anchor, kernel, lhs, rhs, strict)
+    elif kernel.mxu is not None and kernel.mxu.engine == "vpu":
+        acc = _vpu_conv(anchor, kernel.mxu, lhs, rhs)
     else:
         acc = conv_taps(lhs, rhs, conv_geometry(anchor), kernel.mxu)  # type: ignore[arg-type]
     out_v = anchor.outputs[0]

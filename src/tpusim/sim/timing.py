@@ -10,6 +10,8 @@ pipeline fill and drain; a kernel of one step cannot overlap them (in, compute, 
 - Cores: on megacore chips (v4, v5p) a kernel spreads over both TensorCores only when its grid
   has independent blocks for each (M/N blocks of a matmul, blocks of a loop kernel); a
   one-block kernel runs on one core, with that core's MXUs, VPU and share of HBM bandwidth.
+- Depthwise convolutions (and their gradients) run on the VPU, not the MXU: a multiply and an
+  add per MAC, channels on the lanes (fewer than 128 channels leave lanes idle).
 - MXU: the kernel's folds (weight tiles of R x C, times precision passes) are spread over the
   cores' MXUs; each MXU streams its folds back to back with double-buffered weights
   (sim/mxu_timing.py, checked against the cycle-level PE model and SCALE-Sim). int8 and fp8
@@ -163,10 +165,14 @@ class TensorCoreTimer(DeviceTimer):
     def time_compute_kernel(self, kernel: Kernel) -> KernelTime:
         c = kernel.counts
         cores = self.cores_used(kernel)
-        mxu_s = self.mxu_seconds(kernel, cores) if kernel.mxu is not None else 0.0
-        mxu_flops = float(kernel.mxu.useful_flops) if kernel.mxu is not None else 0.0
-        rate = self.mxu_rate(kernel.mxu)[1] if kernel.mxu is not None else ""
-        vpu_flops = c.flops - (mxu_flops if kernel.mxu is not None else 0.0)
+        on_mxu = kernel.mxu is not None and kernel.mxu.engine == "mxu"
+        mxu_s = self.mxu_seconds(kernel, cores) if on_mxu else 0.0
+        mxu_flops = float(kernel.mxu.useful_flops) if on_mxu else 0.0  # type: ignore[union-attr]
+        rate = self.mxu_rate(kernel.mxu)[1] if on_mxu else ""  # type: ignore[arg-type]
+        vpu_flops = c.flops - mxu_flops
+        if kernel.mxu is not None and not on_mxu:  # a depthwise conv: multiply-adds on the VPU
+            p = kernel.mxu
+            vpu_flops += p.useful_flops * (p.lanes / max(1, p.batch * p.N) - 1)  # idle lanes
         if kernel.kind == "window":
             vpu_flops = c.flops + sum(v.size for v in kernel.outputs)
         vpu_s = self.vpu_seconds(max(vpu_flops, 0.0), c.transcendentals, cores)

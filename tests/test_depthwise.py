@@ -1,0 +1,116 @@
+"""Depthwise, grouped and separable convolutions: mapped and priced as XLA:TPU runs them."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from jax import lax  # noqa: E402
+
+import tpusim  # noqa: E402
+from tpusim.reference import bf16_reference, relative_error  # noqa: E402
+from tpusim.sim.estimate import timer_for  # noqa: E402
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(groups: int, stride: int = 1):
+    def f(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=DN, feature_group_count=groups)
+    return f
+
+
+def _conv_kernel_time(compiled) -> tuple[object, object]:
+    est = compiled.estimate()
+    kernel = next(k for k in compiled.program.kernels if k.kind == "conv")
+    return kernel, next(t for t in est.ops if t.name == kernel.name)
+
+
+@pytest.mark.parametrize("device", ["v5e", "v4"])
+@pytest.mark.parametrize("n,hw,c,k,stride", [(8, 56, 96, 7, 1), (8, 112, 32, 3, 2), (1, 7, 1152, 5, 1), (32, 28, 256, 3, 1)])
+def test_a_depthwise_conv_sits_between_its_vpu_and_hbm_bounds_and_the_dense_conv(device, n, hw, c, k, stride):
+    x = jax.ShapeDtypeStruct((n, hw, hw, c), jnp.float32)
+    dw = tpusim.compile(_conv(c, stride), x, jax.ShapeDtypeStruct((k, k, 1, c), jnp.float32), device=device)
+    dense = tpusim.compile(_conv(1, stride), x, jax.ShapeDtypeStruct((k, k, c, c), jnp.float32), device=device)
+    kernel, t = _conv_kernel_time(dw)
+    assert kernel.mxu.engine == "vpu" and t.mxu_flops == 0.0
+    timer = timer_for(dw.chip)
+    macs = n * (hw // stride) ** 2 * c * k * k
+    vpu_bound = 2 * macs / timer.vpu_elems_per_s  # a multiply and an add per MAC, every lane busy
+    hbm_bound = kernel.hbm_bytes / timer.bw  # at the rated bandwidth
+    assert kernel.hbm_bytes >= 4 * n * hw * hw * c  # the input is read once, at least
+    assert t.time_s >= max(vpu_bound, hbm_bound)
+    assert t.time_s <= _conv_kernel_time(dense)[1].time_s
+
+
+def test_depthwise_filter_and_input_gradients_match_jax():
+    """JAX's filter gradient of a depthwise conv is a convolution with batch_group_count."""
+    def loss(x, w):
+        return jnp.sum(jnp.tanh(_conv(x.shape[-1])(x, w)) ** 2)
+
+    grad = jax.grad(loss, argnums=(0, 1))
+    x = np.random.RandomState(0).randn(4, 16, 16, 32).astype(np.float32)
+    w = np.random.RandomState(1).randn(3, 3, 1, 32).astype(np.float32)
+    compiled = tpusim.compile(grad, x, w, device="v5e")
+    convs = [k for k in compiled.program.kernels if k.kind == "conv"]
+    assert len(convs) == 3 and all(k.mxu.engine == "vpu" for k in convs)
+    assert any(int(k.op.params["anchor"].params["batch_group_count"]) == 32 for k in convs)
+    got = compiled.run(x, w)
+    assert relative_error(got, bf16_reference(grad, x, w)) < 1e-5  # the MXU inputs' bf16 rounding
+    assert relative_error(got, grad(x, w)) < 2e-2
+
+
+def test_a_grouped_conv_packs_its_groups_into_weight_tiles():
+    """8 groups of 16 channels share one 128 x 128 weight tile block-diagonally instead of
+    padding each group to a whole array."""
+    x = np.random.RandomState(0).randn(8, 28, 28, 128).astype(np.float32)
+    w = np.random.RandomState(1).randn(3, 3, 16, 128).astype(np.float32)
+    grouped = tpusim.compile(_conv(8), x, w, device="v5e")
+    kernel, t = _conv_kernel_time(grouped)
+    assert kernel.mxu.engine == "mxu" and kernel.mxu.groups_per_tile == 8 and kernel.mxu.batch == 1
+    dense = tpusim.compile(_conv(1), x, jax.ShapeDtypeStruct((3, 3, 128, 128), jnp.float32), device="v5e")
+    assert t.mxu_s <= _conv_kernel_time(dense)[1].mxu_s
+    np.testing.assert_allclose(grouped.run(x, w), _conv(8)(x, w), rtol=2e-2, atol=2e-2 * 8)
+
+
+def test_a_zero_pad_before_a_strided_conv_folds_into_the_conv():
+    """Keras's ZeroPadding2D before a strided conv (MobileNet, EfficientNet) becomes the conv's
+    own padding, as XLA's algebraic simplifier does: no padded copy is written."""
+    inp = keras.Input((32, 32, 16))
+    y = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(inp)
+    y = keras.layers.DepthwiseConv2D(3, strides=2, padding="valid")(y)
+    model = keras.Model(inp, y)
+    x = np.random.RandomState(0).randn(2, 32, 32, 16).astype(np.float32)
+    compiled = tpusim.compile(model, x, device="v5e")
+    prims = {op.prim for k in compiled.program.kernels for op in
+             (k.op.subgraphs["fused"].ops if k.op.prim == "fusion" else [k.op])}
+    assert "pad" not in prims
+    assert relative_error(compiled.run(x), bf16_reference(model, x)) < 1e-5
+
+
+@pytest.mark.parametrize("device", ["v5e", "v4"])
+def test_mobile_models_are_not_dominated_by_depthwise_kernels(device):
+    """The slowest depthwise kernel of MobileNetV2, EfficientNetB0 and ConvNeXt-Tiny stays near
+    the slowest dense conv or matmul (both memory-bound), and depthwise kernels take well under
+    half of the step (they took 56-85% when each channel was a padded MXU pass)."""
+    for make in (keras.applications.MobileNetV2, keras.applications.EfficientNetB0, keras.applications.ConvNeXtTiny):
+        model = make(weights=None, input_shape=(224, 224, 3))
+        compiled = tpusim.compile(model, jax.ShapeDtypeStruct((8, 224, 224, 3), np.float32), device=device)
+        times = {t.name: t.time_s for t in compiled.estimate().ops}
+        dw = [times[k.name] for k in compiled.program.kernels if k.mxu is not None and k.mxu.engine == "vpu"]
+        dense = [times[k.name] for k in compiled.program.kernels if k.mxu is not None and k.mxu.engine == "mxu"]
+        assert dw and max(dw) <= 1.25 * max(dense), make.__name__
+        assert sum(dw) < 0.45 * sum(times.values()), make.__name__
+
+
+def test_depthwise_convs_are_memory_bound_on_a_gpu():
+    x = jax.ShapeDtypeStruct((32, 56, 56, 144), jnp.float32)
+    compiled = tpusim.compile(_conv(144), x, jax.ShapeDtypeStruct((3, 3, 1, 144), jnp.float32), device="h100")
+    _, t = _conv_kernel_time(compiled)
+    assert t.bound == "memory" and t.mxu_s == 0.0
