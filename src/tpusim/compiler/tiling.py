@@ -83,21 +83,27 @@ def is_depthwise(op: Op) -> bool:
 
 
 def _plan_depthwise(op: Op, plan: MxuPlan, vmem_budget: int, sources: tuple[Value, Value]) -> MxuPlan:
-    """Blocks of output rows, every channel on the lanes, the whole filter resident: the input,
-    filter and output each cross HBM once, streamed in blocks like a loop fusion's."""
-    out = op.outputs[0]
+    """Every channel on the lanes, the filter resident, and the operands streamed in blocks like
+    a loop fusion's: blocks of output rows (a forward or input-gradient conv), or of the
+    positions a filter gradient contracts over (its output is only the small filter). Input,
+    filter and output each cross HBM once. For this engine `tk` is taps (positions) per step."""
     plan.engine = "vpu"
-    # The output's tiled layout decides how full the vregs are (the layout pass puts W on the
-    # lanes when there are fewer channels than lanes): `lanes` is the channel count scaled by
-    # the padding that layout carries.
-    fill = out.size * out.dtype.itemsize / max(1, padded_bytes(out.shape, out.dtype))
+    # The streamed array's tiled layout decides how full the vregs are (the layout pass puts W
+    # on the lanes when there are fewer channels than lanes): `lanes` is the channel count
+    # scaled by the padding that layout carries.
+    big = max((*sources, op.outputs[0]), key=lambda v: v.size)
+    fill = big.size * big.dtype.itemsize / max(1, padded_bytes(big.shape, big.dtype))
     plan.lanes = max(1, round(plan.batch * plan.N / max(fill, 1e-9)))
     sub = plan.tm  # the sublane tile, as plan_mxu starts it
-    lhs_b, _, out_b = _operand_hbm_bytes(op, sources)
+    lhs_b, rhs_b, out_b = _operand_hbm_bytes(op, sources)
+    budget = min(vmem_budget // 2, MAX_LOOP_BLOCK_BYTES)
     row_bytes = (lhs_b + out_b) // max(1, plan.M)  # one output row's share of input and output
-    rows = max(sub, (min(vmem_budget // 2, MAX_LOOP_BLOCK_BYTES) // max(1, row_bytes)) // sub * sub)
-    plan.tm, plan.tk, plan.tn = min(rows, plan.Mp), plan.K, plan.N
-    plan.vmem_bytes = 2 * plan.tm * row_bytes
+    rows = max(sub, (budget // max(1, row_bytes)) // sub * sub)
+    plan.tm, plan.tn = min(rows, plan.Mp), plan.N
+    m_blocks = _cdiv(plan.Mp, plan.tm)
+    steps = max(1, math.ceil((lhs_b + rhs_b + out_b) / budget / m_blocks))
+    plan.tk = _cdiv(plan.taps, min(steps, plan.taps))
+    plan.vmem_bytes = 2 * budget
     return plan
 
 

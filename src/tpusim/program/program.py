@@ -72,8 +72,8 @@ class MxuPlan:
     def grid(self) -> tuple[int, int, int]:
         """(M blocks, N blocks, taps x K blocks); a last block may be partial (masked)."""
         cdiv = lambda a, b: -(-a // b)  # noqa: E731
-        if self.engine == "vpu":  # the whole filter stays in VMEM: one step per block of rows
-            return (cdiv(self.Mp, self.tm), 1, 1)
+        if self.engine == "vpu":  # the filter stays in VMEM; steps over rows, then over taps
+            return (cdiv(self.Mp, self.tm), 1, cdiv(self.taps, self.tk))
         return (cdiv(self.Mp, self.tm), cdiv(self.Np, self.tn), self.taps * cdiv(self.Kp, self.tk))
 
     @property
