@@ -41,7 +41,9 @@ def kernels_table(compiled: Compiled, limit: int | None = None) -> Table:
     for i, k in enumerate(kernels):
         grid = "x".join(str(g) for g in k.grid)
         fused = ", ".join(dict.fromkeys(op.prim for op in k.fused.ops)) if k.fused is not None else k.op.prim
-        fill = f"{k.mxu.useful_flops / k.mxu.issued_flops:.0%}" if k.mxu is not None else ""
+        fill = ""
+        if k.mxu is not None:  # a depthwise conv runs on the VPU: no MXU fill to speak of
+            fill = f"{k.mxu.useful_flops / k.mxu.issued_flops:.0%}" if k.mxu.engine == "mxu" else "on VPU"
         t.add_row(str(i), k.name, k.kind, grid, fused[:48], si(k.counts.flops), si(k.hbm_bytes, "B"), fill)
     if limit is not None and len(compiled.kernels) > limit:
         t.add_row("...", f"{len(compiled.kernels) - limit} more", "", "", "", "", "", "")
@@ -50,7 +52,7 @@ def kernels_table(compiled: Compiled, limit: int | None = None) -> Table:
 
 def summary_table(compiled: Compiled) -> Table:
     c = compiled.counts()
-    mxu = [k.mxu for k in compiled.program.all_kernels() if k.mxu is not None]
+    mxu = [k.mxu for k in compiled.program.all_kernels() if k.mxu is not None and k.mxu.engine == "mxu"]
     useful = sum(p.useful_flops for p in mxu)
     issued = sum(p.issued_flops for p in mxu)
     t = Table(title=f"{compiled.name} on {compiled.chip.display_name} (precision {compiled.precision})", show_header=False)

@@ -19,6 +19,6 @@ class CpuTimer(DeviceTimer):
         steady = max(compute, memory)
         floor = self.cal.kernel_floor_s
         bound: Bound = "overhead" if floor > steady else ("compute" if compute >= memory else "memory")
-        mxu_flops = float(kernel.mxu.useful_flops) if kernel.mxu is not None else 0.0
+        mxu_flops = float(kernel.mxu.useful_flops) if kernel.mxu is not None and kernel.mxu.engine == "mxu" else 0.0
         return KernelTime(kernel.name, kernel.kind, steady + floor, c.flops, float(kernel.hbm_bytes),
                           bound, compute, 0.0, memory, floor, mxu_flops=mxu_flops, where=kernel.where)
