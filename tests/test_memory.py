@@ -92,6 +92,31 @@ def test_softmax_probabilities_are_not_stored_for_the_backward_pass():
     assert np.linalg.norm(got - want) <= 0.02 * np.linalg.norm(want)  # bf16 MXU inputs vs f32 JAX
 
 
+def test_a_swish_output_read_by_a_depthwise_conv_is_recomputed_not_stored():
+    """An MBConv block (EfficientNet): conv -> batch norm -> swish -> depthwise conv. The swish
+    output is remade from the stored conv output inside each conv that reads it (forward, and
+    the depthwise filter gradient), as XLA fuses elementwise producers into conv operands; a
+    batch norm's per-channel scale made in another kernel does not stop that."""
+    import keras
+
+    from tpusim.validation.memory_programs import _keras_train
+
+    def block() -> keras.Model:
+        inp = keras.Input((32, 32, 8))
+        x = keras.layers.Conv2D(64, 1, name="expand")(inp)
+        x = keras.layers.BatchNormalization(name="bn")(x)
+        x = keras.layers.Activation("swish", name="act")(x)
+        x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inp, keras.layers.Dense(10)(x))
+
+    step = _keras_train("mbconv", block, 16, "sgd")()
+    c = tpusim.compile(step.fn, *step.args, device="v4", donate_argnums=step.donate_argnums)
+    stored = [v.name for k in c.program.kernels for v in k.outputs if v.shape == (16, 32, 32, 64)]
+    assert not any("jvp(act)" in n for n in stored), stored
+    assert any("jvp(expand)" in n for n in stored)  # the conv output is what batch norm's backward needs
+
+
 def test_oracle_numbers_are_current():
     """With libtpu installed (never a dependency), XLA's peak for a shipped program is the
     shipped number."""

@@ -178,17 +178,18 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         other kernel reads it yet."""
         return v.nbytes if v.id in exported or v.id not in owner else 2 * v.nbytes
 
-    def read_cost(group: _Group, v: Value, depth: int = 0) -> tuple[int, bool]:
-        """(HBM bytes `group` spends to have `v`, whether that makes a kernel write a value it
-        did not write before): none if local, else the cheaper of storing it and recomputing it
-        from its own inputs."""
+    def read_cost(group: _Group, v: Value, depth: int = 0, ref: int = 0) -> tuple[int, bool]:
+        """(HBM bytes `group` spends to have `v`, whether that makes a kernel write a value of at
+        least 1/8 of `ref` bytes it did not write before, such as an activation, rather than a
+        batch-norm scale): none if local, else the cheaper of storing it and recomputing it from
+        its own inputs."""
         if v.id in group.local or is_immediate(v):
             return 0, False
-        store = (stored_cost(v), v.id in owner and v.id not in exported)
+        store = (stored_cost(v), v.id in owner and v.id not in exported and 8 * v.nbytes >= ref)
         op = duplicable(group, v) if depth < 8 else None
         if op is None:
             return store
-        costs = [read_cost(group, u, depth + 1) for u in op.inputs]
+        costs = [read_cost(group, u, depth + 1, ref) for u in op.inputs]
         again = (sum(c for c, _ in costs), any(f for _, f in costs))
         return min(store, again)
 
@@ -199,7 +200,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         op = duplicable(group, v)
         if op is None:
             return
-        costs = [read_cost(group, u, 1) for u in op.inputs]
+        costs = [read_cost(group, u, 1, v.nbytes) for u in op.inputs]
         cost, fresh, saved = sum(c for c, _ in costs), any(f for _, f in costs), stored_cost(v)
         if not (cost < saved or (group.kind != "loop" and not fresh and cost <= saved * MXU_OPERAND_TIE)):
             return
