@@ -117,6 +117,49 @@ def test_a_swish_output_read_by_a_depthwise_conv_is_recomputed_not_stored():
     assert any("jvp(expand)" in n for n in stored)  # the conv output is what batch norm's backward needs
 
 
+def _mbconv_grad():
+    """Gradient of three depthwise conv -> norm -> swish -> squeeze-excite blocks (EfficientNet's)."""
+    from jax import lax
+
+    def loss(params, x):
+        for w1, w2 in params:
+            y = lax.conv_general_dilated(x, w1, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         feature_group_count=x.shape[-1])
+            a = jax.nn.swish((y - y.mean((0, 1, 2))) * jax.lax.rsqrt(y.var((0, 1, 2)) + 1e-3))
+            x = a * jax.nn.sigmoid(a.mean((1, 2)) @ w2)[:, None, None, :]
+        return jnp.sum(x ** 2)
+
+    rng = np.random.RandomState(0)
+    params = [(rng.randn(3, 3, 1, 16).astype(np.float32) * 0.3, rng.randn(16, 16).astype(np.float32) * 0.3)
+              for _ in range(3)]
+    return jax.grad(loss), params, rng.randn(64, 32, 32, 16).astype(np.float32)
+
+
+def _v4_with_hbm(nbytes: float):
+    from tpusim.hardware.chip import resolve_device
+
+    v4 = resolve_device("v4")
+    gib = nbytes / 2**30 / v4.device_fraction
+    return v4.model_copy(update={"hbm_gib": v4.hbm_gib.model_copy(update={"value": gib})})
+
+
+def test_a_program_over_hbm_is_rematerialized_until_it_fits_as_xla_does():
+    grad, params, x = _mbconv_grad()
+    roomy = tpusim.compile(grad, params, x, device="v4")
+    assert roomy.program.remat is None  # nothing is recomputed while the program fits
+    peak = roomy.program.peak_hbm_bytes
+    tight = tpusim.compile(grad, params, x, device=_v4_with_hbm(0.8 * peak))
+    remat = tight.program.remat
+    assert remat.values and remat.peak_before == peak
+    assert tight.program.peak_hbm_bytes == remat.peak_after <= 0.8 * peak
+    # the swish outputs that the squeeze-excite backward reads are recomputed from the conv outputs
+    assert any(v.shape == x.shape for v in remat.values)
+    got, want = jax.tree.leaves(tight.run(params, x)), jax.tree.leaves(roomy.run(params, x))
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, want))
+    with pytest.raises(TpusimError, match="after rematerializing"):
+        tpusim.compile(grad, params, x, device=_v4_with_hbm(0.3 * peak))
+
+
 def test_oracle_numbers_are_current():
     """With libtpu installed (never a dependency), XLA's peak for a shipped program is the
     shipped number."""

@@ -12,7 +12,9 @@ import jax
 import numpy as np
 
 from tpusim.compiler import allocate, assign_precision, canonicalize, emit_program, fuse
+from tpusim.compiler.allocate import kernel_at_peak
 from tpusim.compiler.precision import USER_PRECISIONS
+from tpusim.compiler.remat import rematerialize
 from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
 from tpusim.errors import InputMismatchError, TpusimError
 from tpusim.frontend import lower, trace
@@ -220,10 +222,27 @@ def compile(
     graph = assign_precision(graph, precision, chip.mxu_dtype)
     fused = fuse(graph)
     t = stage("fuse", t)
-    program = emit_program(fused, chip.mxu_shape, int(chip.vmem_bytes * vmem_fraction), tiles, chip.cores_per_device)
-    program.donated = {program.inputs[i].id for i in donated}
+    vmem_budget = int(chip.vmem_bytes * vmem_fraction)
+
+    def build(g: Graph) -> Program:
+        p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device)
+        p.donated = {p.inputs[i].id for i in donated}
+        return allocate(p)
+
+    program = build(fused)
     t = stage("tile+emit", t)
-    allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name)
+    remat = None
+    if check_memory and program.peak_hbm_bytes > chip.device_hbm_bytes:
+        # XLA compiles against the device's memory: rematerialize before declaring OOM.
+        def peak_at(g: Graph) -> tuple[int, int]:
+            p = build(g)
+            at = kernel_at_peak(p)
+            return p.peak_hbm_bytes, p.kernels.index(at) if at is not None else 0
+
+        fused, remat = rematerialize(fused, peak_at, chip.device_hbm_bytes)
+        program = build(fused) if remat.values else program
+    allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name, remat.bytes if remat else 0)
+    program.remat = remat
     stage("allocate", t)
     return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings,
                     distribution)

@@ -36,7 +36,7 @@ class OutOfMemoryError(TpusimError):
     """The compiled program's peak HBM use exceeds the chip's HBM."""
 
     def __init__(self, device: str, peak_bytes: int, capacity_bytes: int, largest: list[tuple[str, int]],
-                 by_kind: list[tuple[str, int]] | None = None) -> None:
+                 by_kind: list[tuple[str, int]] | None = None, rematerialized: int = 0) -> None:
         self.peak_bytes = peak_bytes
         self.capacity_bytes = capacity_bytes
         self.largest = largest
@@ -44,8 +44,10 @@ class OutOfMemoryError(TpusimError):
         gib = 2**30
         lines = ", ".join(f"{name} {size / gib:.3f} GiB" for name, size in largest)
         kinds = ", ".join(f"{kind} {size / gib:.2f} GiB" for kind, size in (by_kind or []))
+        tried = (f" (after rematerializing {rematerialized / gib:.2f} GiB of elementwise values, as XLA does "
+                 "when a program exceeds HBM)") if rematerialized else ""
         super().__init__(
-            f"program needs {peak_bytes / gib:.2f} GiB of HBM at its peak but one {device} device has "
+            f"program needs {peak_bytes / gib:.2f} GiB of HBM at its peak{tried} but one {device} device has "
             f"{capacity_bytes / gib:.2f} GiB. Live at the peak: {kinds}. Largest buffers: {lines}. "
             "Use a smaller batch, bf16 parameters/activations, rematerialization, or a chip (or slice) with more HBM."
         )

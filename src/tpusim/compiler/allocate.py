@@ -169,8 +169,9 @@ def live_profile(allocs: list[Allocation], n_kernels: int) -> list[int]:
     return prof
 
 
-def allocate(program: Program, hbm_capacity: int | None = None, device: str = "") -> Program:
-    """Fill in the program's allocations and peaks; raise OutOfMemoryError if it cannot fit."""
+def allocate(program: Program, hbm_capacity: int | None = None, device: str = "", rematerialized: int = 0) -> Program:
+    """Fill in the program's allocations and peaks; raise OutOfMemoryError if it cannot fit
+    (`rematerialized`: bytes compiler.remat already stopped keeping, for the message)."""
     allocs = liveness(program)
     heap = place(allocs)
     prof = live_profile(allocs, len(program.kernels))
@@ -184,7 +185,7 @@ def allocate(program: Program, hbm_capacity: int | None = None, device: str = ""
         for a in live:
             buckets[buffer_bucket(a.value)] = buckets.get(buffer_bucket(a.value), 0) + a.size
         raise OutOfMemoryError(device, heap, hbm_capacity, [(_buffer_label(a.value), a.size) for a in live[:5]],
-                               sorted(buckets.items(), key=lambda kv: -kv[1]))
+                               sorted(buckets.items(), key=lambda kv: -kv[1]), rematerialized)
     return program
 
 

@@ -151,6 +151,7 @@ class Program:
     peak_hbm_bytes: int = 0  # heap size after placement (fragmentation included)
     peak_live_bytes: int = 0  # max over time of the sum of live buffers
     allocations: list[Allocation] = field(default_factory=list)
+    remat: Any = None  # compiler.remat.Remat when buffers were rematerialized to fit HBM
 
     def describe(self) -> str:
         return "\n".join(k.describe() for k in self.kernels)

@@ -66,6 +66,11 @@ def summary_table(compiled: Compiled) -> Table:
     t.add_row("HBM traffic, compiled (tiled layout, re-reads)", si(compiled.hbm_bytes, "B"))
     t.add_row("MXU fill (useful / issued incl. padding)", f"{useful / issued:.1%}" if issued else "-")
     t.add_row("peak HBM (heap)", si(compiled.peak_hbm_bytes, "B"))
+    remat = compiled.program.remat
+    if remat is not None and remat.values:
+        t.add_row("rematerialized to fit (as XLA does)",
+                  f"{len(remat.values)} buffers, {si(remat.bytes, 'B')}; peak {si(remat.peak_before, 'B')} -> "
+                  f"{si(remat.peak_after, 'B')}")
     t.add_row("peak HBM (live sum)", si(compiled.program.peak_live_bytes, "B"))
     t.add_row("device HBM", si(compiled.chip.device_hbm_bytes, "B"))
     t.add_row("compile time", f"{compiled.compile_seconds * 1e3:.0f} ms")

@@ -81,7 +81,8 @@ def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
     pre, post = fused.ops[:pos], fused.ops[pos + 1:]  # type: ignore[union-attr]
     local: Env = {v.id: _read(env, v) for v in kernel.inputs}
     if pre:
-        need = [v for v in anchor.inputs if not v.is_const or v.id in local]
+        later = {v.id for op in [anchor, *post] for v in op.inputs}  # a prologue value the epilogue also reads
+        need = [o for op in pre for o in op.outputs if o.id in later]
         if "pre" not in kernel.cache:
             kernel.cache["pre"] = ops_function(pre, kernel.inputs, need)
         local.update({v.id: r for v, r in zip(need, kernel.cache["pre"](*[local[v.id] for v in kernel.inputs]))})
