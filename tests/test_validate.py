@@ -49,12 +49,16 @@ def test_held_out_measurements_are_predicted_within_15_percent(checks):
     assert len(held_out) >= 10
     assert all(abs(c.error) < 0.15 for c in held_out), [(c.id, round(c.error, 3)) for c in held_out]
     # Whole training steps against published wall times (upper bounds on the step): ResNet-50 on
-    # one v3 TensorCore (Flax ImageNet example) and on one v4 chip (MLPerf v1.0, 64 chips). Not
+    # one v3 TensorCore (Flax ImageNet example) and on one v4 chip (MLPerf v1.0, 64 chips),
+    # EfficientNet-B0 on one v2 TensorCore (the reference TPU trainer's 23 hours). Not
     # yet at the 25% bar on v4: the issue note says why. These bounds pin today's numbers so a
     # regression shows.
     steps = {c.id: c.error for c in checks if "training step" in c.workload}
     assert -0.25 < steps["v3-resnet50-train-b128"] < 0.30, steps
     assert -0.25 < steps["v4-resnet50-train-b128"] < 0.60, steps
+    # EfficientNet-B0 at 256 images per v2 TensorCore (8 GiB): it fits only once XLA-style
+    # rematerialization runs, and its depthwise convs run on the VPU.
+    assert -0.15 < steps["v2-efficientnetb0-train-b256"] < 0.15, steps
 
 
 def test_maxtext_v4_llm_training_rows(checks):

@@ -113,22 +113,26 @@ def fit_ici_efficiency(data: dict[str, Any] | None = None) -> dict[str, float]:
 
 def _training_step_time(entry: dict[str, Any], constants: TimingConstants) -> float:
     """One data-parallel replica's training step: the Keras model (keras.applications
-    architecture) compiled as Keras compiles `fit`, under the entry's dtype policy, on one device."""
+    architecture) compiled as Keras compiles `fit`, under the entry's dtype policy and optimizer,
+    on one device, which it must fit."""
     import keras
 
     from tpusim.validation.memory_programs import _keras_train, _resnet50
 
-    models = {"resnet50": _resnet50}
+    models = {"resnet50": _resnet50,
+              "efficientnetb0": lambda: keras.applications.EfficientNetB0(weights=None, input_shape=(224, 224, 3))}
     if entry["model"] not in models:
         raise ValueError(f"measurement {entry['id']!r}: no training workload for model {entry['model']!r} "
                          f"(known: {', '.join(models)})")
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(entry.get("policy", "float32"))
     try:
-        optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+        optimizer = (keras.optimizers.RMSprop(0.016, rho=0.9, momentum=0.9, epsilon=1e-3)
+                     if entry.get("optimizer") == "rmsprop" else keras.optimizers.SGD(0.1, momentum=0.9))
         program = _keras_train(entry["model"], models[entry["model"]], entry["batch"], optimizer)()
+        # The measured run fitted its device: so must tpusim's (rematerializing as XLA would).
         compiled = tpu_compile(program.fn, *program.args, device=entry["device"],
-                               donate_argnums=program.donate_argnums, check_memory=False)
+                               donate_argnums=program.donate_argnums)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return estimate_program(compiled.program, resolve_device(entry["device"]), 0.0, constants).time_s
