@@ -23,7 +23,7 @@ from tpusim.hardware.chip import Chip, resolve_device
 from tpusim.ir.counts import Counts, graph_counts
 from tpusim.ir.graph import Graph
 from tpusim.program.program import Program
-from tpusim.sim.estimate import Estimate, estimate_program
+from tpusim.sim.estimate import Estimate, estimate_program, timer_for
 from tpusim.sim.numerics import run_program
 
 
@@ -223,9 +223,12 @@ def compile(
     fused = fuse(graph)
     t = stage("fuse", t)
     vmem_budget = int(chip.vmem_bytes * vmem_fraction)
+    timer = timer_for(chip)
+    vpu_rate = getattr(timer, "vpu_elems_per_s", None)  # TensorCores only: GPUs keep depthwise on CUDA cores
+    vpu_ratio = timer.peak_flops / vpu_rate if vpu_rate and timer.peak_flops else None
 
     def build(g: Graph) -> Program:
-        p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device)
+        p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device, vpu_ratio)
         p.donated = {p.inputs[i].id for i in donated}
         return allocate(p)
 

@@ -46,7 +46,8 @@ def _is_fusion(fused: Graph) -> bool:
 
 class ProgramBuilder:
     def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int, tiles: tuple[int, int, int] | None = None,
-                 cores: int = 1) -> None:
+                 cores: int = 1, vpu_ratio: float | None = None) -> None:
+        self.vpu_ratio = vpu_ratio
         self.mxu_shape = mxu_shape
         self.vmem_budget = vmem_budget
         self.tiles = tiles
@@ -82,7 +83,7 @@ class ProgramBuilder:
         anchor: Op = op.params["anchor"]
         fused = op.subgraphs["fused"]
         lhs_v, rhs_v = (_kernel_source(v, fused, op.inputs) for v in anchor.inputs[:2])
-        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles, self.cores, (lhs_v, rhs_v))
+        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles, self.cores, (lhs_v, rhs_v), self.vpu_ratio)
         lhs_t, rhs_t, _ = mxu_hbm_traffic(anchor, plan, (lhs_v, rhs_v))
         anchor_ids = {lhs_v.id, rhs_v.id}
         extra_in = [v for v in op.inputs if v.id not in anchor_ids]
@@ -155,7 +156,8 @@ class ProgramBuilder:
         if cat is Category.CONTROL:
             kind = op.prim
             for name, g in op.subgraphs.items():
-                bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget, self.tiles, self.cores).build(g)
+                bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget, self.tiles, self.cores,
+                                              self.vpu_ratio).build(g)
             hbm = sum(k.hbm_bytes for b in bodies.values() for k in b.kernels) * int(op.params.get("trip_count") or 1)
             grid: tuple[int, ...] = (int(op.params.get("trip_count") or 1),)
             axes: tuple[str, ...] = ("iteration",)
@@ -185,7 +187,8 @@ class ProgramBuilder:
 
 
 def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int,
-                 tiles: tuple[int, int, int] | None = None, cores: int = 1) -> Program:
-    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores).build(graph)
+                 tiles: tuple[int, int, int] | None = None, cores: int = 1, vpu_ratio: float | None = None) -> Program:
+    """`vpu_ratio`: the chip's MXU FLOP/s over its VPU operations/s (see plan_mxu)."""
+    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores, vpu_ratio).build(graph)
 
 

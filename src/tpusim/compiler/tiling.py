@@ -82,7 +82,12 @@ def is_depthwise(op: Op) -> bool:
     return batch > 1 and min(K, N) == 1
 
 
-def _plan_depthwise(op: Op, plan: MxuPlan, vmem_budget: int, sources: tuple[Value, Value]) -> MxuPlan:
+# Blocks per TensorCore a depthwise conv is streamed in at least (where it has rows enough): a
+# modelling choice, like the MXU planner's smaller blocks, not calibrated.
+DEPTHWISE_BLOCKS_PER_CORE = 4
+
+
+def _plan_depthwise(op: Op, plan: MxuPlan, vmem_budget: int, sources: tuple[Value, Value], cores: int) -> MxuPlan:
     """Every channel on the lanes, the filter resident, and the operands streamed in blocks like
     a loop fusion's: blocks of output rows (a forward or input-gradient conv), or of the
     positions a filter gradient contracts over (its output is only the small filter). Input,
@@ -99,6 +104,10 @@ def _plan_depthwise(op: Op, plan: MxuPlan, vmem_budget: int, sources: tuple[Valu
     budget = min(vmem_budget // 2, MAX_LOOP_BLOCK_BYTES)
     row_bytes = (lhs_b + out_b) // max(1, plan.M)  # one output row's share of input and output
     rows = max(sub, (budget // max(1, row_bytes)) // sub * sub)
+    # One block per TensorCore when everything fits one block; otherwise at least
+    # DEPTHWISE_BLOCKS_PER_CORE per core, so the pipeline's fill is a fraction of one core's stream.
+    per_core = 1 if lhs_b + out_b <= budget else DEPTHWISE_BLOCKS_PER_CORE
+    rows = min(rows, max(sub, round_up(_cdiv(plan.Mp, per_core * max(1, cores)), sub)))
     plan.tm, plan.tn = min(rows, plan.Mp), plan.N
     m_blocks = _cdiv(plan.Mp, plan.tm)
     steps = max(1, math.ceil((lhs_b + rhs_b + out_b) / budget / m_blocks))
@@ -119,11 +128,15 @@ def _pack_groups(batch: int, K: int, N: int, rows: int, cols: int) -> tuple[int,
 
 def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
              tiles: tuple[int, int, int] | None = None, cores: int = 1,
-             sources: tuple[Value, Value] | None = None) -> MxuPlan:
+             sources: tuple[Value, Value] | None = None, vpu_ratio: float | None = None,
+             on_vpu: bool = True) -> MxuPlan:
     """Block sizes for one matmul/conv op (its precision must already be assigned).
     `tiles=(tm, tk, tn)` forces the block shape, like a hand-written Pallas kernel's BlockSpecs
     (clipped to the padded problem). `sources` are the HBM arrays the operands are made from
-    when a prologue (a convert, a softmax's normalization) is fused in; by default the operands."""
+    when a prologue (a convert, a softmax's normalization) is fused in; by default the operands.
+    `vpu_ratio` (the chip's MXU FLOP/s over its VPU operations/s) lets a depthwise conv take the
+    MXU, its groups packed block-diagonally, where that issues less work than the VPU would
+    (few channels and many taps); without it depthwise convs always run on the VPU."""
     precision = op.params.get("mxu_precision", "bf16")
     passes = PASSES[precision]
     rows, cols = mxu_shape
@@ -135,10 +148,15 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
     batch, M, K, N, taps = _mxu_dims(op)
     sub = sublane_tile(np.dtype("bfloat16") if in_itemsize == 2 else in_dtype)
     per_tile = 1
-    if is_depthwise(op):
+    if is_depthwise(op) and tiles is None and on_vpu:
         plan = MxuPlan(precision, passes, batch, M, K, N, taps, round_up(max(M, 1), sub), K, N, sub, K, N, 0,
                        in_itemsize, out_itemsize, operand_type(op))
-        return _plan_depthwise(op, plan, vmem_budget, sources)
+        plan = _plan_depthwise(op, plan, vmem_budget, sources, cores)
+        if vpu_ratio is None:
+            return plan
+        packed = plan_mxu(op, mxu_shape, vmem_budget, None, cores, sources, None, on_vpu=False)
+        vpu_ops = plan.useful_flops * plan.lanes / max(1, plan.batch * plan.N)
+        return plan if vpu_ops <= packed.issued_flops / vpu_ratio else packed
     if op.prim == "conv_general_dilated":
         batch, K, N, per_tile = _pack_groups(batch, K, N, rows, cols)
     if taps > 1 and round_up(K * taps, rows) <= taps * round_up(K, rows):

@@ -61,10 +61,10 @@ def _dot(op: Op, kernel: Kernel, lhs: np.ndarray, rhs: np.ndarray, strict: bool)
 
 
 def _vpu_conv(op: Op, plan: MxuPlan, lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """A depthwise convolution (or its gradient) on the VPU: f32 multiply-adds, accumulated in
-    f32, of the operands at the op's precision (rounded to bf16 at default precision, as the
-    MXU path rounds them; exact at "high"/"highest"); JAX's CPU convolution at HIGHEST
-    precision is that arithmetic."""
+    """A depthwise convolution (or its gradient; on the VPU, or on the MXU with its groups
+    packed): f32 multiply-adds, accumulated in f32, of the operands at the op's precision
+    (rounded to bf16 at default precision, as the MXU path rounds them; exact at
+    "high"/"highest"); JAX's CPU convolution at HIGHEST precision is that arithmetic."""
     p = op.params
     a, b = (to_bf16_f32(v) if plan.precision == "bf16" else np.asarray(v, np.float32) for v in (lhs, rhs))
     out = jax.lax.conv_general_dilated(
@@ -89,8 +89,8 @@ def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
     lhs, rhs = (np.asarray(_read(local, v)) for v in anchor.inputs[:2])
     if anchor.prim == "dot_general":
         acc = _dot(anchor, kernel, lhs, rhs, strict)
-    elif kernel.mxu is not None and kernel.mxu.engine == "vpu":
-        acc = _vpu_conv(anchor, kernel.mxu, lhs, rhs)
+    elif kernel.mxu.engine == "vpu" or int(anchor.params["batch_group_count"]) > 1:  # type: ignore[union-attr]
+        acc = _vpu_conv(anchor, kernel.mxu, lhs, rhs)  # type: ignore[arg-type]
     else:
         acc = conv_taps(lhs, rhs, conv_geometry(anchor), kernel.mxu)  # type: ignore[arg-type]
     out_v = anchor.outputs[0]

@@ -188,7 +188,9 @@ class TensorCoreTimer(DeviceTimer):
         else:  # one block: in, compute, out, one after the other
             fill = dma_s + max(mxu_s, vpu_s) - steady
         step_s = (steps - 1) * self.k.grid_step_s  # step 1 is in the floor
-        if kernel.kind == "loop":  # a streaming loop issues the next block's DMA while one is in flight
+        if kernel.kind == "loop" or not on_mxu and kernel.mxu is not None:
+            # a streaming loop (or a depthwise conv, streamed the same way) issues the next
+            # block's DMA while one is in flight
             step_s = max(0.0, step_s - steady)
         overhead = self.cal.kernel_floor_s + fill + step_s
         total = overhead + steady
