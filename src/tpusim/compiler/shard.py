@@ -606,6 +606,35 @@ def _concatenate(p: _Partitioner, op: Op) -> Plan:
     return [sh for _ in op.inputs], [sh], dict(op.params)
 
 
+def _stack(p: _Partitioner, op: Op) -> Plan:
+    """Stacking keeps the operands' splits (taken from the first) on the new array's other dims."""
+    axis = op.params["axis"]
+    src = _without_partial(_current(p, op.inputs[0]))
+    dims = list(src.dims)
+    dims.insert(axis, ())
+    return [src for _ in op.inputs], [Sharding(tuple(dims))], dict(op.params)
+
+
+def _unstack(p: _Partitioner, op: Op) -> Plan:
+    """Unstacking (stack's transpose) keeps the splits of the dims that remain; the unstacked
+    dim is gathered whole first."""
+    axis = op.params["axis"]
+    src = _without_partial(_current(p, op.inputs[0]))
+    whole = Sharding(tuple(() if i == axis else d for i, d in enumerate(src.dims)))
+    out = Sharding(tuple(d for i, d in enumerate(whole.dims) if i != axis))
+    return [whole], [out for _ in op.outputs], dict(op.params)
+
+
+def _tile(p: _Partitioner, op: Op) -> Plan:
+    """Tiling keeps a split only on the dims it does not repeat."""
+    reps = tuple(op.params["reps"])
+    src = _without_partial(_current(p, op.inputs[0]))
+    lead = len(reps) - len(src.dims)  # reps may add leading dims
+    dims = tuple(() if r != 1 or i < lead else src.dims[i - lead] for i, r in enumerate(reps))
+    keep = Sharding(tuple(d if reps[lead + i] == 1 else () for i, d in enumerate(src.dims)))
+    return [keep], [Sharding(dims)], dict(op.params)
+
+
 def _scan(p: _Partitioner, op: Op) -> Plan | None:
     """Shard a scan's body like any graph: consts and carries keep their shardings (a carry's
     result is resharded to its starting sharding at the end of each iteration), xs and ys are
@@ -641,6 +670,9 @@ _RULES = {
     "scan": _scan,
     "pad": _pad,
     "concatenate": _concatenate,
+    "stack": _stack,
+    "unstack": _unstack,
+    "tile": _tile,
     "sharding_constraint": _sharding_constraint,
     "broadcast_in_dim": _broadcast,
     "transpose": _transpose,

@@ -49,6 +49,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
     Category.MOVEMENT: (
         "broadcast_in_dim", "reshape", "squeeze", "expand_dims", "transpose", "slice",
         "concatenate", "pad", "rev", "iota", "split", "dynamic_slice", "dynamic_update_slice",
+        "stack", "unstack", "tile",
     ),
     Category.GATHER: ("gather", "scatter", "scatter-add", "scatter_add", "scatter-mul",
                       "scatter_mul", "scatter-min", "scatter_min", "scatter-max", "scatter_max",
