@@ -162,3 +162,15 @@ def test_multi_pass_precisions_are_ordered(rng):
     exact = a.astype(np.float64) @ b.astype(np.float64)
     errs = [relative_error(run_both(lambda a, b: a @ b, a, b, precision=p)[0], exact) for p in ("default", "high", "highest")]
     assert errs[0] > 10 * errs[1] > 10 * errs[2] and errs[2] < 1e-6
+
+
+def test_a_prologue_value_that_leaves_the_kernel_is_kept(rng):
+    """A matmul kernel whose prologue makes a value the program also returns (ViT's patch
+    embedding did this): the value is written out, not lost (it used to be a KeyError)."""
+    def f(x, w):
+        y = jnp.tanh(x)
+        return y @ w, y
+
+    x, w = rand(rng, (64, 128)), rand(rng, (128, 128))
+    got = tpusim.compile(f, x, w, device="v5e").run(x, w)
+    assert relative_error(got, bf16_reference(f, x, w)) < 1e-5

@@ -81,7 +81,8 @@ def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
     pre, post = fused.ops[:pos], fused.ops[pos + 1:]  # type: ignore[union-attr]
     local: Env = {v.id: _read(env, v) for v in kernel.inputs}
     if pre:
-        later = {v.id for op in [anchor, *post] for v in op.inputs}  # a prologue value the epilogue also reads
+        # what the matmul and the epilogue read of the prologue's values, and what leaves the kernel
+        later = {v.id for op in [anchor, *post] for v in op.inputs} | {v.id for v in kernel.outputs}
         need = [o for op in pre for o in op.outputs if o.id in later]
         if "pre" not in kernel.cache:
             kernel.cache["pre"] = ops_function(pre, kernel.inputs, need)
