@@ -142,3 +142,13 @@ def test_stack_tile_and_unstack_run_on_one_chip_and_sharded(fn):
     np.testing.assert_allclose(tpusim.compile(fn, x, device="v4").run(x), want, rtol=1e-6, atol=1e-5)
     sharded = tpusim.compile(fn, x, device="v5e-8", mesh={"data": 8}, in_specs=(jax.sharding.PartitionSpec("data"),))
     np.testing.assert_allclose(sharded.run(x), want, rtol=1e-6, atol=1e-5)
+
+
+def test_reshard_under_an_explicit_mesh_runs_as_the_identity_on_one_chip():
+    from jax.sharding import AxisType, PartitionSpec
+
+    x = np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
+    mesh = jax.make_mesh((1,), ("x",), axis_types=(AxisType.Explicit,))
+    with jax.sharding.set_mesh(mesh):
+        compiled = tpusim.compile(lambda a: jax.sharding.reshard(a * 2, PartitionSpec("x")) + 1, x, device="v4")
+        np.testing.assert_allclose(compiled.run(x), x * 2 + 1)

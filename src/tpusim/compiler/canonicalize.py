@@ -9,7 +9,7 @@ import numpy as np
 
 from tpusim.ir.graph import Graph, Op, Value
 
-_IDENTITY_PRIMS = {"stop_gradient", "optimization_barrier", "copy", "copy_p", "sharding_constraint", "name"}
+_IDENTITY_PRIMS = {"stop_gradient", "optimization_barrier", "copy", "copy_p", "sharding_constraint", "reshard", "name"}
 
 
 def _is_identity(op: Op) -> bool:

@@ -382,7 +382,9 @@ def _elementwise(p: _Partitioner, op: Op) -> Plan | None:
 
 
 def _sharding_constraint(p: _Partitioner, op: Op) -> Plan:
-    spec = getattr(op.params.get("sharding"), "spec", None)
+    """`with_sharding_constraint` and `jax.sharding.reshard` (explicit-axes meshes) both ask for
+    a sharding: the value is resharded to it."""
+    spec = getattr(op.params.get("sharding", op.params.get("dst_sharding")), "spec", None)
     target = sharding_from_spec(spec, len(op.inputs[0].shape))
     p.check(target)
     return [target], [target], dict(op.params)
@@ -674,6 +676,7 @@ _RULES = {
     "unstack": _unstack,
     "tile": _tile,
     "sharding_constraint": _sharding_constraint,
+    "reshard": _sharding_constraint,
     "broadcast_in_dim": _broadcast,
     "transpose": _transpose,
     "reshape": _reshape,

@@ -63,7 +63,7 @@ def op_counts(op: Op) -> Counts:
     if cat is Category.ELEMENTWISE:
         free = op.prim in ("convert_element_type", "copy", "copy_p", "stop_gradient",
                            "optimization_barrier", "bitcast_convert_type", "reduce_precision", "name",
-                           "sharding_constraint")
+                           "sharding_constraint", "reshard")
         f = 0.0 if free else float(out_elems)
         if op.prim == "integer_pow":
             f = float(out_elems * max(1, abs(int(op.params["y"])) - 1))

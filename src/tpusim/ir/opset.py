@@ -30,7 +30,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
         "eq", "ne", "lt", "le", "gt", "ge", "is_finite", "nextafter", "shift_left",
         "shift_right_logical", "shift_right_arithmetic", "convert_element_type", "copy", "copy_p",
         "stop_gradient", "reduce_precision", "real", "imag", "population_count", "clz",
-        "add_any", "optimization_barrier", "bitcast_convert_type", "sharding_constraint",
+        "add_any", "optimization_barrier", "bitcast_convert_type", "sharding_constraint", "reshard",
         "name",  # checkpoint_name: an identity that tags a value for name-based remat policies
     ),
     Category.TRANSCENDENTAL: (
