@@ -152,3 +152,17 @@ def test_reshard_under_an_explicit_mesh_runs_as_the_identity_on_one_chip():
     with jax.sharding.set_mesh(mesh):
         compiled = tpusim.compile(lambda a: jax.sharding.reshard(a * 2, PartitionSpec("x")) + 1, x, device="v4")
         np.testing.assert_allclose(compiled.run(x), x * 2 + 1)
+
+
+def test_generic_reduce_with_its_own_combiner():
+    """`lax.reduce` with a user combiner (several operands, a custom monoid) runs as a reduction."""
+    from jax import lax
+
+    def f(a, b):
+        return lax.reduce((jnp.tanh(a), b), (0.0, -jnp.inf), lambda x, y: (x[0] + y[0], jnp.maximum(x[1], y[1])), (0,))
+
+    x = np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
+    compiled = tpusim.compile(f, x, x, device="v4")
+    for got, want in zip(compiled.run(x, x), f(x, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert compiled.counts().flops >= 2 * (8 - 1) * 16

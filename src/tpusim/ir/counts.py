@@ -70,6 +70,10 @@ def op_counts(op: Op) -> Counts:
         return Counts(f, f, 0.0, _io_bytes(op))
     if cat is Category.REDUCE:
         f = float(max(0, op.inputs[0].size - out_elems))
+        if op.prim == "reduce":  # lax.reduce with its own combiner: every op of it per combine
+            body = op.params.get("jaxpr")
+            combines = max(0, op.inputs[0].size - op.outputs[0].size)
+            f = float(combines * max(1, len(getattr(getattr(body, "jaxpr", body), "eqns", ()) or ())))
         return Counts(f, f, 0.0, _io_bytes(op))
     if cat is Category.WINDOW:
         if op.prim.startswith("cum"):

@@ -40,7 +40,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
     ),
     Category.REDUCE: (
         "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
-        "reduce_xor", "argmax", "argmin",
+        "reduce_xor", "argmax", "argmin", "reduce",
     ),
     Category.WINDOW: (
         "reduce_window_max", "reduce_window_min", "reduce_window_sum", "select_and_gather_add",
