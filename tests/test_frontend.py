@@ -166,3 +166,16 @@ def test_generic_reduce_with_its_own_combiner():
     for got, want in zip(compiled.run(x, x), f(x, x)):
         np.testing.assert_allclose(got, want, rtol=1e-6)
     assert compiled.counts().flops >= 2 * (8 - 1) * 16
+
+
+def test_typed_prng_key_arguments_run_and_match_jax():
+    """Typed keys (jax.random.key; flax.nnx keeps its Rngs as such) are passed through as keys."""
+    def f(state, x):
+        k1, k2 = jax.random.split(state["rng"])
+        return x + jax.random.normal(k1, x.shape) * jax.random.uniform(k2, x.shape)
+
+    state, x = {"rng": jax.random.key(3)}, np.ones((4, 8), np.float32)
+    compiled = tpusim.compile(f, state, x, device="v4")
+    np.testing.assert_allclose(compiled.run(state, x), f(state, x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(tpusim.TpusimError, match="PRNG key"):
+        compiled.run({"rng": jax.random.PRNGKey(3)}, x)  # a raw uint32 key is not the typed key compiled for

@@ -67,6 +67,14 @@ class Compiled:
             raise InputMismatchError(f"{self.name} was compiled for arguments structured as {self.traced.in_tree}, got {tree}")
         arrays = []
         for i, (x, spec) in enumerate(zip(flat, self.traced.in_avals)):
+            if jax.dtypes.issubdtype(spec.dtype, jax.dtypes.prng_key):
+                # a typed PRNG key (jax.random.key, flax.nnx's Rngs) stays a JAX key array:
+                # the random primitives that read it take nothing else
+                if getattr(x, "dtype", None) != spec.dtype or tuple(x.shape) != tuple(spec.shape):
+                    raise InputMismatchError(f"argument {i} must be a PRNG key array of shape {tuple(spec.shape)} "
+                                             f"and type {spec.dtype}, as compiled; got {getattr(x, 'dtype', type(x))}")
+                arrays.append(x)
+                continue
             arr = np.asarray(x)
             if tuple(arr.shape) != tuple(spec.shape):
                 raise InputMismatchError(
