@@ -235,8 +235,12 @@ def compile(
     vpu_rate = getattr(timer, "vpu_elems_per_s", None)  # TensorCores only: GPUs keep depthwise on CUDA cores
     vpu_ratio = timer.peak_flops / vpu_rate if vpu_rate and timer.peak_flops else None
 
+    # TPU v1 (an int8 inference chip) keeps activations in its Unified Buffer (half of it: the
+    # other half takes the next layer's output) and streams only weights from DDR3.
+    on_chip = chip.vmem_bytes // 2 if chip.mxu_dtype == "int8" else 0
+
     def build(g: Graph) -> Program:
-        p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device, vpu_ratio)
+        p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device, vpu_ratio, on_chip)
         p.donated = {p.inputs[i].id for i in donated}
         return allocate(p)
 

@@ -46,8 +46,12 @@ def _is_fusion(fused: Graph) -> bool:
 
 class ProgramBuilder:
     def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int, tiles: tuple[int, int, int] | None = None,
-                 cores: int = 1, vpu_ratio: float | None = None) -> None:
+                 cores: int = 1, vpu_ratio: float | None = None, on_chip_bytes: int = 0) -> None:
         self.vpu_ratio = vpu_ratio
+        # TPU v1 keeps activations in its Unified Buffer: intermediate values up to this size
+        # never cross the off-chip memory, which holds only the (int8) weights and the I/O.
+        self.on_chip_bytes = on_chip_bytes
+        self.io: set[int] = set()
         self.mxu_shape = mxu_shape
         self.vmem_budget = vmem_budget
         self.tiles = tiles
@@ -55,6 +59,7 @@ class ProgramBuilder:
         self.count = 0
 
     def build(self, graph: Graph) -> Program:
+        self.io = {v.id for v in graph.inputs} | {v.id for v in graph.outputs}
         kernels = [self.kernel(op) for op in graph.ops]
         params = []
         seen = {v.id for v in graph.inputs}
@@ -64,6 +69,13 @@ class ProgramBuilder:
                     seen.add(v.id)
                     params.append(v)
         return Program(kernels, list(graph.inputs), list(graph.outputs), params)
+
+    def resident(self, v: Value) -> bool:
+        """Whether `v` stays in on-chip memory (v1's Unified Buffer) instead of off-chip."""
+        return bool(self.on_chip_bytes) and v.role == "temp" and v.id not in self.io and v.nbytes <= self.on_chip_bytes
+
+    def _hbm(self, values: list[Value]) -> int:
+        return _hbm([v for v in values if not self.resident(v)])
 
     def _name(self, kind: str, scope: str) -> str:
         scope = scope.split("/")[-1] if scope else ""
@@ -89,7 +101,14 @@ class ProgramBuilder:
         extra_in = [v for v in op.inputs if v.id not in anchor_ids]
         # What leaves the kernel is the fusion's outputs (the epilogue's result, not the raw
         # product it consumed in VMEM), each written once.
-        side = _hbm(extra_in) + _hbm(list(op.outputs))
+        side = self._hbm(extra_in) + self._hbm(list(op.outputs))
+        if self.resident(lhs_v):
+            lhs_t = 0
+        if self.resident(rhs_v):
+            rhs_t = 0
+        if plan.precision == "int8":  # int8 operands are stored as int8 (weights quantized once)
+            lhs_t = lhs_t // max(1, lhs_v.dtype.itemsize)
+            rhs_t = rhs_t // max(1, rhs_v.dtype.itemsize)
         ga = ("m", "n", "k")
         specs = [
             BlockSpec(lhs_v, (plan.tm, plan.tk), ("m", "k")),
@@ -136,13 +155,13 @@ class ProgramBuilder:
                            ("i", "") if v.size == total else ("",) * len(v.shape),
                            "out" if v in op.outputs else "in") for v in values]
         counts = _fused_counts(op)
-        hbm = _hbm(values)
+        hbm = self._hbm(values)
         counts.bytes = float(hbm)
         vpu_ops = [o.prim for o in fused.ops if category_of(o.prim) is not Category.MOVEMENT]
         steps = [
-            Step("dma_in", f"{len(op.inputs)} input blocks", _hbm(list(op.inputs)) // grid),
+            Step("dma_in", f"{len(op.inputs)} input blocks", self._hbm(list(op.inputs)) // grid),
             Step("vpu", ", ".join(vpu_ops) or "data movement", flops=int((counts.flops + counts.transcendentals) // grid)),
-            Step("dma_out", f"{len(op.outputs)} output blocks", _hbm(list(op.outputs)) // grid),
+            Step("dma_out", f"{len(op.outputs)} output blocks", self._hbm(list(op.outputs)) // grid),
         ]
         return Kernel(self._name("fusion", op.scope), "loop", op, list(op.inputs), list(op.outputs),
                       (grid,), ("i",), specs, steps, counts, hbm, op.where, megacore=megacore)
@@ -157,7 +176,7 @@ class ProgramBuilder:
             kind = op.prim
             for name, g in op.subgraphs.items():
                 bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget, self.tiles, self.cores,
-                                              self.vpu_ratio).build(g)
+                                              self.vpu_ratio, self.on_chip_bytes).build(g)
             hbm = sum(k.hbm_bytes for b in bodies.values() for k in b.kernels) * int(op.params.get("trip_count") or 1)
             grid: tuple[int, ...] = (int(op.params.get("trip_count") or 1),)
             axes: tuple[str, ...] = ("iteration",)
@@ -165,7 +184,7 @@ class ProgramBuilder:
         else:
             kind = {Category.WINDOW: "window", Category.GATHER: "gather", Category.RANDOM: "random",
                     Category.COLLECTIVE: "collective"}.get(cat, "movement")  # type: ignore[arg-type]
-            hbm = _hbm(ins) + _hbm(list(op.outputs))
+            hbm = self._hbm(ins) + self._hbm(list(op.outputs))
             grid, axes = (1,), ("i",)
             if kind in ("window", "movement"):
                 # Pooling, transposes, pads, slices and concatenations stream through VMEM in
@@ -176,9 +195,9 @@ class ProgramBuilder:
                 total = max((v.size for v in values), default=1)
                 per_elem = max(1, math.ceil(hbm / total))
                 grid = (plan_loop(total, per_elem, self.vmem_budget)[0],)
-            steps = [Step("dma_in", "operands", _hbm(ins) // grid[0]),
+            steps = [Step("dma_in", "operands", self._hbm(ins) // grid[0]),
                      Step("vpu", op.prim, flops=int(counts.flops) // grid[0]),
-                     Step("dma_out", "results", _hbm(list(op.outputs)) // grid[0])]
+                     Step("dma_out", "results", self._hbm(list(op.outputs)) // grid[0])]
         specs = [BlockSpec(v, v.shape, ("",) * len(v.shape)) for v in ins]
         specs += [BlockSpec(v, v.shape, ("",) * len(v.shape), "out") for v in op.outputs]
         counts.bytes = float(hbm)
@@ -187,8 +206,10 @@ class ProgramBuilder:
 
 
 def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int,
-                 tiles: tuple[int, int, int] | None = None, cores: int = 1, vpu_ratio: float | None = None) -> Program:
-    """`vpu_ratio`: the chip's MXU FLOP/s over its VPU operations/s (see plan_mxu)."""
-    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores, vpu_ratio).build(graph)
+                 tiles: tuple[int, int, int] | None = None, cores: int = 1, vpu_ratio: float | None = None,
+                 on_chip_bytes: int = 0) -> Program:
+    """`vpu_ratio`: the chip's MXU FLOP/s over its VPU operations/s (see plan_mxu);
+    `on_chip_bytes`: the activation buffer of a chip that keeps activations on chip (v1)."""
+    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores, vpu_ratio, on_chip_bytes).build(graph)
 
 
