@@ -82,7 +82,7 @@ def test_softmax_probabilities_are_not_stored_for_the_backward_pass():
         return jnp.sum(jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v))
 
     x = S((b, t, h, d), jnp.float32)
-    c = tpusim.compile(jax.grad(loss, argnums=(0, 1, 2)), x, x, x, device="v4")
+    c = tpusim.compile(jax.grad(loss, argnums=(0, 1, 2)), x, x, x, device="v4", attention="xla")
     tt = [a for a in c.program.allocations if a.value.size == b * h * t * t and a.value.role == "temp"]
     # exp(s - max) is kept for the backward pass and dP is made there; the normalized
     # probabilities and dS are recomputed inside the matmuls that read them, as XLA fuses them.

@@ -13,6 +13,7 @@ import numpy as np
 
 from tpusim.compiler import allocate, assign_precision, canonicalize, emit_program, fuse
 from tpusim.compiler.allocate import kernel_at_peak
+from tpusim.compiler.attention import score_shapes
 from tpusim.compiler.precision import USER_PRECISIONS
 from tpusim.compiler.remat import rematerialize
 from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
@@ -172,6 +173,7 @@ def compile(
     mesh: Any = None,
     in_specs: Any = None,
     donate_argnums: int | tuple[int, ...] = (),
+    attention: str = "auto",
 ) -> Compiled:
     """Compile a JAX function or Keras 3 model for a simulated chip.
 
@@ -179,6 +181,9 @@ def compile(
     'default' (bf16 MXU inputs, f32 accumulation), 'high' (3 bf16 passes) or 'highest'
     (6 bf16 passes, ~f32). `tiles=(tm, tk, tn)` forces the MXU block shape of every matmul
     and convolution (as a hand-tuned Pallas kernel would); by default the compiler picks it.
+    `attention` prices softmax(Q K^T) V as the fused flash/splash kernel TPU stacks run ("flash":
+    the T x T scores never reach HBM), as XLA compiles the plain ops ("xla"), or "auto" (flash
+    on TPUs, xla elsewhere); outputs are the same either way.
 
     Many chips: `device` may name a slice ("v4-32", "v5e-16", "2xv5e-256"); `mesh` names its
     axes ({"data": 8, "model": 2}, or a jax.sharding.Mesh/AbstractMesh; default one "data" axis
@@ -235,12 +240,20 @@ def compile(
     vpu_rate = getattr(timer, "vpu_elems_per_s", None)  # TensorCores only: GPUs keep depthwise on CUDA cores
     vpu_ratio = timer.peak_flops / vpu_rate if vpu_rate and timer.peak_flops else None
 
+    # Attention as TPU stacks run it (flash/splash: the T x T scores stay in VMEM), or as XLA
+    # compiles the plain JAX ops (the scores in HBM). "auto": fused on TPUs.
+    if attention not in ("auto", "flash", "xla"):
+        raise TpusimError(f"attention={attention!r}: use 'flash' (fused: scores stay on chip), 'xla' "
+                          "(the score matrices in HBM, as XLA compiles plain JAX attention) or 'auto' (flash on TPUs)")
+    fused_attention = attention == "flash" or (attention == "auto" and chip.kind == "tpu")
+    on_chip_shapes = frozenset(score_shapes(graph)) if fused_attention else frozenset()
     # TPU v1 (an int8 inference chip) keeps activations in its Unified Buffer (half of it: the
     # other half takes the next layer's output) and streams only weights from DDR3.
     on_chip = chip.vmem_bytes // 2 if chip.mxu_dtype == "int8" else 0
 
     def build(g: Graph) -> Program:
-        p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device, vpu_ratio, on_chip)
+        p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device, vpu_ratio, on_chip,
+                         on_chip_shapes)
         p.donated = {p.inputs[i].id for i in donated}
         return allocate(p)
 

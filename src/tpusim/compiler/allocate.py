@@ -59,8 +59,8 @@ def liveness(program: Program) -> list[Allocation]:
     allocs: dict[int, Allocation] = {}
 
     def add(v: Value, start: int, end: int) -> None:
-        if v.is_const and v.size <= 1:
-            return  # immediates live in the instruction stream
+        if (v.is_const and v.size <= 1) or v.id in program.on_chip:
+            return  # immediates live in the instruction stream; on-chip values in VMEM / the UB
         size = _align(padded_bytes(v.shape, v.dtype))
         if v.id in allocs:
             a = allocs[v.id]
@@ -76,7 +76,7 @@ def liveness(program: Program) -> list[Allocation]:
         for v in k.inputs:
             if v.id in allocs:
                 allocs[v.id].end = max(allocs[v.id].end, i)
-            else:
+            elif v.id not in program.on_chip:
                 add(v, 0, last)  # a constant read by this kernel
         scratch = sum(body_temporaries(body) for body in k.bodies.values())
         if scratch:

@@ -46,8 +46,12 @@ def _is_fusion(fused: Graph) -> bool:
 
 class ProgramBuilder:
     def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int, tiles: tuple[int, int, int] | None = None,
-                 cores: int = 1, vpu_ratio: float | None = None, on_chip_bytes: int = 0) -> None:
+                 cores: int = 1, vpu_ratio: float | None = None, on_chip_bytes: int = 0,
+                 on_chip_shapes: frozenset[tuple[int, ...]] = frozenset()) -> None:
         self.vpu_ratio = vpu_ratio
+        # Fused attention keeps its score matrices (these shapes, from compiler.attention) in VMEM.
+        self.on_chip_shapes = on_chip_shapes
+        self.resident_ids: set[int] = set()
         # TPU v1 keeps activations in its Unified Buffer: intermediate values up to this size
         # never cross the off-chip memory, which holds only the (int8) weights and the I/O.
         self.on_chip_bytes = on_chip_bytes
@@ -61,6 +65,9 @@ class ProgramBuilder:
     def build(self, graph: Graph) -> Program:
         self.io = {v.id for v in graph.inputs} | {v.id for v in graph.outputs}
         kernels = [self.kernel(op) for op in graph.ops]
+        for k in kernels:  # every resident value, even one only an unfused op reads
+            for v in [*k.inputs, *k.outputs]:
+                self.resident(v)
         params = []
         seen = {v.id for v in graph.inputs}
         for k in kernels:
@@ -68,11 +75,17 @@ class ProgramBuilder:
                 if v.is_const and v.id not in seen:
                     seen.add(v.id)
                     params.append(v)
-        return Program(kernels, list(graph.inputs), list(graph.outputs), params)
+        return Program(kernels, list(graph.inputs), list(graph.outputs), params, on_chip=set(self.resident_ids))
 
     def resident(self, v: Value) -> bool:
-        """Whether `v` stays in on-chip memory (v1's Unified Buffer) instead of off-chip."""
-        return bool(self.on_chip_bytes) and v.role == "temp" and v.id not in self.io and v.nbytes <= self.on_chip_bytes
+        """Whether `v` stays in on-chip memory (v1's Unified Buffer; a fused attention's score
+        blocks in VMEM) instead of HBM."""
+        if v.role != "temp" or v.id in self.io:
+            return False
+        if (self.on_chip_bytes and v.nbytes <= self.on_chip_bytes) or v.shape in self.on_chip_shapes:
+            self.resident_ids.add(v.id)
+            return True
+        return False
 
     def _hbm(self, values: list[Value]) -> int:
         return _hbm([v for v in values if not self.resident(v)])
@@ -176,7 +189,7 @@ class ProgramBuilder:
             kind = op.prim
             for name, g in op.subgraphs.items():
                 bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget, self.tiles, self.cores,
-                                              self.vpu_ratio, self.on_chip_bytes).build(g)
+                                              self.vpu_ratio, self.on_chip_bytes, self.on_chip_shapes).build(g)
             hbm = sum(k.hbm_bytes for b in bodies.values() for k in b.kernels) * int(op.params.get("trip_count") or 1)
             grid: tuple[int, ...] = (int(op.params.get("trip_count") or 1),)
             axes: tuple[str, ...] = ("iteration",)
@@ -207,9 +220,10 @@ class ProgramBuilder:
 
 def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int,
                  tiles: tuple[int, int, int] | None = None, cores: int = 1, vpu_ratio: float | None = None,
-                 on_chip_bytes: int = 0) -> Program:
+                 on_chip_bytes: int = 0, on_chip_shapes: frozenset[tuple[int, ...]] = frozenset()) -> Program:
     """`vpu_ratio`: the chip's MXU FLOP/s over its VPU operations/s (see plan_mxu);
-    `on_chip_bytes`: the activation buffer of a chip that keeps activations on chip (v1)."""
-    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores, vpu_ratio, on_chip_bytes).build(graph)
+    `on_chip_bytes`: the activation buffer of a chip that keeps activations on chip (v1);
+    `on_chip_shapes`: value shapes kept in VMEM (fused attention's score matrices)."""
+    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores, vpu_ratio, on_chip_bytes, on_chip_shapes).build(graph)
 
 

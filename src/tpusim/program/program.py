@@ -152,6 +152,7 @@ class Program:
     peak_live_bytes: int = 0  # max over time of the sum of live buffers
     allocations: list[Allocation] = field(default_factory=list)
     remat: Any = None  # compiler.remat.Remat when buffers were rematerialized to fit HBM
+    on_chip: set[int] = field(default_factory=set)  # value ids kept on chip: no HBM buffer
 
     def describe(self) -> str:
         return "\n".join(k.describe() for k in self.kernels)
