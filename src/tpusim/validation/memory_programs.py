@@ -130,6 +130,13 @@ def _keras_train(name: str, make: Callable[[], Any], batch: int, optimizer: str,
     return build
 
 
+def _application(name: str) -> Any:
+    """A keras.applications model with random weights (nothing is downloaded)."""
+    import keras
+
+    return getattr(keras.applications, name)(weights=None, input_shape=(224, 224, 3))
+
+
 def _resnet50() -> Any:
     from tpusim.models.zoo import resnet50
 
@@ -156,4 +163,8 @@ PROGRAMS: dict[str, Callable[[], MemoryProgram]] = {
                              d_model=2048, heads=16, seq=2048, batch=4, vocab=32000),
     "cnn_train": _keras_train("Keras MNIST CNN Adam step, batch 128", _cnn, 128, "adam"),
     "resnet50_train": _keras_train("Keras ResNet-50 SGD step, f32, batch 64 at 224", _resnet50, 64, "sgd"),
+    "mobilenetv2_train": _keras_train("Keras MobileNetV2 SGD step, f32, batch 64 at 224 (depthwise convs)",
+                                      lambda: _application("MobileNetV2"), 64, "sgd"),
+    "efficientnetb0_train": _keras_train("Keras EfficientNetB0 RMSprop step, f32, batch 32 at 224",
+                                         lambda: _application("EfficientNetB0"), 32, "rmsprop"),
 }
