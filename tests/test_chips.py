@@ -90,3 +90,14 @@ def test_unknown_device_lists_known():
     with pytest.raises(tpusim.UnknownDeviceError, match="v5e"):
         tpusim.resolve_device("v9000")
     assert issubclass(tpusim.UnknownDeviceError, tpusim.TpusimError)
+
+
+def test_resolve_device_takes_slice_names_and_every_error_class_is_exported():
+    assert tpusim.resolve_device("v4-32").name == "v4"
+    assert tpusim.resolve_device("2xv5e-256").name == "v5e"
+    with pytest.raises(tpusim.SliceConfigError):
+        tpusim.resolve_device("v4-33")
+    with pytest.raises(tpusim.UnknownDeviceError):
+        tpusim.resolve_device("v9-32")
+    for name in ("TraceError", "ShardingError", "SliceConfigError", "ScriptError", "KerasModelError"):
+        assert issubclass(getattr(tpusim, name), tpusim.TpusimError)

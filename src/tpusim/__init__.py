@@ -5,16 +5,21 @@ from tpusim._env import prepare_keras_environment
 
 prepare_keras_environment()
 
-from tpusim.api import Compiled, compile  # noqa: E402
+from tpusim.api import Compiled, compile, resolve_device  # noqa: E402
 from tpusim.errors import (  # noqa: E402
     ChipConfigError,
     InputMismatchError,
+    KerasModelError,
     OutOfMemoryError,
+    ScriptError,
+    ShardingError,
+    SliceConfigError,
     TpusimError,
+    TraceError,
     UnknownDeviceError,
     UnsupportedOpError,
 )
-from tpusim.hardware.chip import Chip, load_chip, list_devices, resolve_device  # noqa: E402
+from tpusim.hardware.chip import Chip, load_chip, list_devices  # noqa: E402
 from tpusim.ir.opset import supported_primitives  # noqa: E402
 
 
@@ -26,6 +31,6 @@ def devices() -> list[str]:
 __all__ = [
     "Chip", "Compiled", "compile", "devices", "load_chip", "resolve_device", "supported_primitives",
     "TpusimError", "ChipConfigError", "UnknownDeviceError", "UnsupportedOpError", "OutOfMemoryError",
-    "InputMismatchError",
+    "InputMismatchError", "TraceError", "ShardingError", "SliceConfigError", "ScriptError", "KerasModelError",
 ]
 __version__ = "0.1.0"

@@ -20,7 +20,8 @@ from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
 from tpusim.errors import InputMismatchError, TpusimError
 from tpusim.frontend import lower, trace
 from tpusim.frontend.trace import Traced
-from tpusim.hardware.chip import Chip, resolve_device
+from tpusim.hardware.chip import Chip
+from tpusim.hardware.chip import resolve_device as resolve_chip
 from tpusim.ir.counts import Counts, graph_counts
 from tpusim.ir.graph import Graph
 from tpusim.program.program import Program
@@ -162,6 +163,22 @@ class Compiled:
         raise TpusimError(f"unknown stage '{stage}': use 'jaxpr', 'ir', 'fused' or 'program'")
 
 
+def resolve_device(device: str | Path | Chip) -> Chip:
+    """The Chip a device argument names: a catalog name or alias, a chip file, a Chip, or a
+    slice or multislice name ("v4-32", "2xv5e-256"), which resolves to the chip it is made of."""
+    from tpusim.errors import UnknownDeviceError
+
+    try:
+        return resolve_chip(device)
+    except UnknownDeviceError:
+        from tpusim.distribute import parse_system
+
+        system = parse_system(str(device))  # a wrong slice size says which sizes exist
+        if system is None:
+            raise
+        return system.chip
+
+
 def compile(
     fn_or_model: Any,
     *example_args: Any,
@@ -205,7 +222,7 @@ def compile(
     if mesh is not None and not isinstance(mesh, dict):  # a jax.sharding.Mesh / AbstractMesh
         mesh = dict(getattr(mesh, "shape", {}))
     system = parse_system(str(device)) if isinstance(device, (str, Path)) else None
-    chip = system.chip if system is not None else resolve_device(device)
+    chip = system.chip if system is not None else resolve_chip(device)
     if mesh is not None and system is None:
         system = _single_chip_system(chip)
     t0 = time.perf_counter()

@@ -55,3 +55,23 @@ class OutOfMemoryError(TpusimError):
 
 class InputMismatchError(TpusimError):
     """Arguments passed to `Compiled.run` do not match the shapes/dtypes it was compiled for."""
+
+
+class TraceError(TpusimError):
+    """The user's function could not be traced by JAX with the given example arguments."""
+
+
+class ScriptError(TpusimError):
+    """A model script that cannot be loaded or does not follow the convention."""
+
+
+class KerasModelError(TpusimError):
+    """The Keras model is not ready for tpusim.keras (not compiled, wrong backend...)."""
+
+
+class ShardingError(TpusimError):
+    """A sharding that cannot be applied (unknown mesh axis, indivisible dimension, ...)."""
+
+
+class SliceConfigError(TpusimError):
+    """A slice name or shape that does not exist for that TPU version."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tpusim.errors import TpusimError
+from tpusim.errors import ShardingError
 from tpusim.ir.geometry import conv_geometry, dot_geometry
 from tpusim.ir.graph import Graph, Op, Value
 from tpusim.ir.opset import Category, category_of
@@ -38,8 +38,6 @@ from tpusim.ir.opset import Category, category_of
 Axes = tuple[str, ...]
 
 
-class ShardingError(TpusimError):
-    """A sharding that cannot be applied (unknown mesh axis, indivisible dimension, ...)."""
 
 
 @dataclass(frozen=True)

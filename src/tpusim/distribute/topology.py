@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from tpusim.errors import TpusimError, UnknownDeviceError
+from tpusim.errors import SliceConfigError, UnknownDeviceError
 from tpusim.hardware.chip import Chip, resolve_device
 
 # Versions whose slice names count TensorCores (2 per chip) rather than chips.
@@ -30,8 +30,6 @@ _SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8
               512: (16, 32), 1024: (32, 32)}
 
 
-class SliceConfigError(TpusimError):
-    """A slice name or shape that does not exist for that TPU version."""
 
 
 def _most_cubic(n: int) -> tuple[int, int, int]:

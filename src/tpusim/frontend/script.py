@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tpusim.errors import TpusimError
+from tpusim.errors import ScriptError
 
 
-class ScriptError(TpusimError):
-    """A model script that cannot be loaded or does not follow the convention."""
 
 
 def load_model_script(path: str | Path) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:

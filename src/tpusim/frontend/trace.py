@@ -8,11 +8,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from tpusim.errors import TpusimError
+from tpusim.errors import TpusimError, TraceError
 
 
-class TraceError(TpusimError):
-    """The user's function could not be traced by JAX with the given example arguments."""
 
 
 @dataclass

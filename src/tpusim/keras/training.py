@@ -22,12 +22,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tpusim.api import Compiled
 from tpusim.api import compile as tpu_compile
-from tpusim.errors import TpusimError
+from tpusim.errors import KerasModelError
 from tpusim.hardware.chip import Chip
 
 
-class KerasModelError(TpusimError):
-    """The Keras model is not ready for tpusim.keras (not compiled, wrong backend...)."""
 
 
 @dataclass
