@@ -19,7 +19,7 @@ def digits(size: int = 28, rgb: bool = False, seed: int = 0) -> tuple[np.ndarray
     scaled to [0, 1] and shuffled. Channels last: (n, size, size, 1) or (n, size, size, 3)."""
     try:
         from sklearn.datasets import load_digits
-    except ImportError as e:  # scikit-learn is in the dev extra
+    except ImportError as e:  # a base dependency; only a broken install lacks it
         raise TpusimError("tpusim.datasets.digits needs scikit-learn: pip install scikit-learn") from e
     data = load_digits()
     scale = -(-size // 8)
