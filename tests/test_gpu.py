@@ -141,3 +141,10 @@ def test_fsdp_training_of_a_7b_lm_on_one_and_eight_h100_nodes():
         assert 0 <= est.exposed_communication_s <= est.communication_s
         mfu = 6 * 6.5e9 * 2048 * batch / math.prod(mesh.values()) / est.time_s / 989.4e12
         assert 0.2 < mfu < 0.8
+
+
+def test_gpu_estimates_name_the_tensor_cores_not_an_mxu():
+    x = jax.ShapeDtypeStruct((1024, 1024), jnp.bfloat16)
+    est = tpusim.compile(lambda a, b: a @ b, x, x, device="h100").estimate()
+    assert est.matrix_unit == "tensor cores" and "tensor cores" in repr(est) and "MXU" not in repr(est)
+    assert tpusim.compile(lambda a, b: a @ b, x, x, device="v5e").estimate().matrix_unit == "MXU"

@@ -37,7 +37,7 @@ def estimate_summary(est: Estimate, title: str = "") -> Table:
     t.add_column("value", justify="right")
     t.add_row("step time", _us(est.time_s))
     t.add_row("achieved", f"{est.tflops:.2f} TFLOP/s of {est.peak_flops / 1e12:.0f} peak")
-    t.add_row("MXU utilization", f"{est.mxu_utilization:.1%}")
+    t.add_row(f"{est.matrix_unit} utilization", f"{est.mxu_utilization:.1%}")
     t.add_row("FLOPs", si(est.flops, "FLOP"))
     t.add_row("HBM traffic", f"{si(est.hbm_bytes, 'B')} ({est.hbm_utilization:.0%} of bandwidth over the step)")
     t.add_row("peak HBM", si(est.peak_hbm_bytes, "B"))

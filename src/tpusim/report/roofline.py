@@ -39,7 +39,7 @@ def plot_roofline(est: Estimate, path: str | Path, title: str = "", label_top: i
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / HBM byte)")
     ax.set_ylabel("achieved FLOP/s")
-    ax.set_title(title or f"roofline on {est.device}: {est.time_s * 1e3:.3f} ms, MXU {est.mxu_utilization:.0%}")
+    ax.set_title(title or f"roofline on {est.device}: {est.time_s * 1e3:.3f} ms, {est.matrix_unit} {est.mxu_utilization:.0%}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

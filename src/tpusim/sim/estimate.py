@@ -33,6 +33,7 @@ class Estimate:
     peak_flops: float  # device peak, FLOP/s
     hbm_bandwidth: float  # device HBM bandwidth, B/s
     ops: list[KernelTime]
+    matrix_unit: str = "MXU"  # what the device's matrix unit is called ("tensor cores" on a GPU)
 
     @property
     def tflops(self) -> float:
@@ -73,7 +74,7 @@ class Estimate:
 
     def __repr__(self) -> str:
         return (f"Estimate({self.device}: {self.time_s * 1e3:.3f} ms, {self.tflops:.1f} TFLOP/s, "
-                f"MXU {self.mxu_utilization:.1%}, HBM {self.hbm_bytes / 1e9:.3f} GB, peak {self.peak_hbm_bytes / 2**20:.1f} MiB)")
+                f"{self.matrix_unit} {self.mxu_utilization:.1%}, HBM {self.hbm_bytes / 1e9:.3f} GB, peak {self.peak_hbm_bytes / 2**20:.1f} MiB)")
 
 
 def estimate_program(program: Program, chip: Chip, flops: float,
@@ -82,4 +83,4 @@ def estimate_program(program: Program, chip: Chip, flops: float,
     timer = timer_for(chip, constants, mesh, calibration)
     ops = timer.time_program(program)
     return Estimate(chip.name, sum(o.time_s for o in ops), flops, sum(o.bytes for o in ops), program.peak_hbm_bytes,
-                    sum(o.mxu_flops for o in ops), timer.peak_flops, timer.bw, ops)
+                    sum(o.mxu_flops for o in ops), timer.peak_flops, timer.bw, ops, timer.matrix_unit)
