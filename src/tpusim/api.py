@@ -17,7 +17,7 @@ from tpusim.compiler.attention import score_shapes
 from tpusim.compiler.precision import USER_PRECISIONS
 from tpusim.compiler.remat import rematerialize
 from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
-from tpusim.errors import InputMismatchError, TpusimError
+from tpusim.errors import InputMismatchError, TpusimError, UnknownDeviceError
 from tpusim.frontend import lower, trace
 from tpusim.frontend.trace import Traced
 from tpusim.hardware.chip import Chip
@@ -166,8 +166,6 @@ class Compiled:
 def resolve_device(device: str | Path | Chip) -> Chip:
     """The Chip a device argument names: a catalog name or alias, a chip file, a Chip, or a
     slice or multislice name ("v4-32", "2xv5e-256"), which resolves to the chip it is made of."""
-    from tpusim.errors import UnknownDeviceError
-
     try:
         return resolve_chip(device)
     except UnknownDeviceError:
@@ -234,6 +232,9 @@ def compile(
         return now
 
     axes = dict(mesh) if mesh else ({"data": system.slice.devices * system.num_slices} if system is not None else None)
+    if attention not in ("auto", "flash", "xla"):  # checked before the expensive work
+        raise TpusimError(f"attention={attention!r}: use 'flash' (fused: scores stay on chip), 'xla' "
+                          "(the score matrices in HBM, as XLA compiles plain JAX attention) or 'auto' (flash on TPUs)")
     traced = trace(fn_or_model, *example_args, mesh_axes=axes)
     t = stage("trace", t0)
     graph = lower(traced.closed_jaxpr, traced.const_names, traced.in_names)
@@ -259,9 +260,6 @@ def compile(
 
     # Attention as TPU stacks run it (flash/splash: the T x T scores stay in VMEM), or as XLA
     # compiles the plain JAX ops (the scores in HBM). "auto": fused on TPUs.
-    if attention not in ("auto", "flash", "xla"):
-        raise TpusimError(f"attention={attention!r}: use 'flash' (fused: scores stay on chip), 'xla' "
-                          "(the score matrices in HBM, as XLA compiles plain JAX attention) or 'auto' (flash on TPUs)")
     fused_attention = attention == "flash" or (attention == "auto" and chip.kind == "tpu")
     on_chip_shapes = frozenset(score_shapes(graph)) if fused_attention else frozenset()
     # TPU v1 (an int8 inference chip) keeps activations in its Unified Buffer (half of it: the

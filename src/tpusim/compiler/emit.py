@@ -51,7 +51,6 @@ class ProgramBuilder:
         self.vpu_ratio = vpu_ratio
         # Fused attention keeps its score matrices (these shapes, from compiler.attention) in VMEM.
         self.on_chip_shapes = on_chip_shapes
-        self.resident_ids: set[int] = set()
         # TPU v1 keeps activations in its Unified Buffer: intermediate values up to this size
         # never cross the off-chip memory, which holds only the (int8) weights and the I/O.
         self.on_chip_bytes = on_chip_bytes
@@ -65,9 +64,7 @@ class ProgramBuilder:
     def build(self, graph: Graph) -> Program:
         self.io = {v.id for v in graph.inputs} | {v.id for v in graph.outputs}
         kernels = [self.kernel(op) for op in graph.ops]
-        for k in kernels:  # every resident value, even one only an unfused op reads
-            for v in [*k.inputs, *k.outputs]:
-                self.resident(v)
+        on_chip = {v.id for k in kernels for v in [*k.inputs, *k.outputs] if self.resident(v)}
         params = []
         seen = {v.id for v in graph.inputs}
         for k in kernels:
@@ -75,17 +72,14 @@ class ProgramBuilder:
                 if v.is_const and v.id not in seen:
                     seen.add(v.id)
                     params.append(v)
-        return Program(kernels, list(graph.inputs), list(graph.outputs), params, on_chip=set(self.resident_ids))
+        return Program(kernels, list(graph.inputs), list(graph.outputs), params, on_chip=on_chip)
 
     def resident(self, v: Value) -> bool:
         """Whether `v` stays in on-chip memory (v1's Unified Buffer; a fused attention's score
         blocks in VMEM) instead of HBM."""
         if v.role != "temp" or v.id in self.io:
             return False
-        if (self.on_chip_bytes and v.nbytes <= self.on_chip_bytes) or v.shape in self.on_chip_shapes:
-            self.resident_ids.add(v.id)
-            return True
-        return False
+        return bool(self.on_chip_bytes and v.nbytes <= self.on_chip_bytes) or v.shape in self.on_chip_shapes
 
     def _hbm(self, values: list[Value]) -> int:
         return _hbm([v for v in values if not self.resident(v)])
