@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from tpusim.compiler.attention import score_shapes
 from tpusim.compiler.precision import USER_PRECISIONS
 from tpusim.compiler.remat import rematerialize
 from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
-from tpusim.errors import InputMismatchError, TpusimError, UnknownDeviceError
+from tpusim.errors import InputMismatchError, ShardingError, TpusimError, UnknownDeviceError
 from tpusim.frontend import lower, trace
 from tpusim.frontend.trace import Traced
 from tpusim.hardware.chip import Chip
@@ -235,10 +236,14 @@ def compile(
     if attention not in ("auto", "flash", "xla"):  # checked before the expensive work
         raise TpusimError(f"attention={attention!r}: use 'flash' (fused: scores stay on chip), 'xla' "
                           "(the score matrices in HBM, as XLA compiles plain JAX attention) or 'auto' (flash on TPUs)")
-    traced = trace(fn_or_model, *example_args, mesh_axes=axes)
+    traced = trace(fn_or_model, *example_args, mesh_axes=axes, mesh_is_default=not mesh)
     t = stage("trace", t0)
     graph = lower(traced.closed_jaxpr, traced.const_names, traced.in_names)
     t = stage("lower", t)
+    if not mesh:  # a shard_map names its own mesh: the program runs on it
+        mesh = _shard_map_mesh(graph, system, chip)
+        if mesh:
+            system, axes = system or _single_chip_system(chip), dict(mesh)
     distribution = None
     if system is not None and axes is not None:
         from tpusim.compiler.shard import shard_graph
@@ -303,6 +308,25 @@ def _donated_leaves(donate_argnums: int | tuple[int, ...], example_args: tuple) 
         flat += len(jax.tree.leaves(arg))
     wanted = {n % len(example_args) for n in nums}
     return [starts[i] + j for i in sorted(wanted) for j in range(len(jax.tree.leaves(example_args[i])))]
+
+
+def _shard_map_mesh(graph: Graph, system: Any, chip: Chip) -> dict[str, int] | None:
+    """The mesh of the program's shard_maps, checked against the devices it is compiled for."""
+    from tpusim.compiler.manual import shard_map_meshes
+
+    mesh: dict[str, int] = {}
+    for m in shard_map_meshes(graph):
+        mesh.update(m)
+    if not mesh:
+        return None
+    n = math.prod(mesh.values())
+    devices = system.slice.devices * system.num_slices if system is not None else 1
+    if n != devices:
+        where = f"one {chip.name} chip" if system is None else f"{devices} devices"
+        raise ShardingError(f"the program's shard_map runs over the mesh {mesh} ({n} devices), but it is compiled for "
+                            f"{where}: compile for a slice of {n} devices (device='{chip.name}-<size>') or pass a "
+                            "mesh= that names every device")
+    return mesh
 
 
 def _single_chip_system(chip: Chip) -> Any:

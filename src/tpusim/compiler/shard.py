@@ -16,6 +16,8 @@ Sharding flows forward through the graph, op by op, with one rule per kind of op
 - pooling keeps splits on dimensions its window does not touch; gathers of a replicated table
   keep the index splits; scatter-adds into a replicated table become partial sums;
 - `jax.lax.with_sharding_constraint` reshards to what it asks for;
+- `jax.shard_map` reshards its operands to its in_specs and inlines its per-device body, whose
+  collectives the user wrote (compiler/manual.py); its results have its out_specs;
 - anything else (loops, sorts, ...) runs replicated: its inputs are all-gathered first.
 Resharding picks the collective: partial -> split is a reduce-scatter, partial -> replicated an
 all-reduce, split -> replicated an all-gather, replicated -> split a local slice (free), a split
@@ -269,6 +271,9 @@ class _Partitioner:
         return local_inputs
 
     def op(self, op: Op) -> None:
+        if op.prim == "shard_map":
+            self._shard_map(op)
+            return
         if op.prim == "broadcast_in_dim" and self._is_small_replicated(op):
             out = op.outputs[0]
             self.lazy[out.id] = op
@@ -293,6 +298,24 @@ class _Partitioner:
             subgraphs = {"body": params.pop("_sharded_body")}
         self.ops.append(Op(op.prim, local_in, local_out, params, op.where, op.jax_prim, subgraphs, op.scope))
 
+
+    def _shard_map(self, op: Op) -> None:
+        from tpusim.compiler.manual import localize
+
+        for axis, size in op.params["mesh_axes"].items():
+            if self.mesh.get(axis) != size:
+                raise ShardingError(f"shard_map at {op.where} runs over mesh axis '{axis}' of size {size}, but the "
+                                    f"program's mesh is {self.mesh}: compile with a mesh that has that axis and size "
+                                    f"(mesh={dict(op.params['mesh_axes'])})")
+        local_in = []
+        for v, spec in zip(op.inputs, op.params["in_specs"]):
+            sh = sharding_from_spec(spec, len(v.shape))
+            self.check(sh)
+            local_in.append(v if v.is_const and v.size <= 1 else self.reshard(v, sh, op.where))
+        ops, outs = localize(op.subgraphs["body"], local_in, self.mesh)
+        self.ops.extend(ops)
+        for v, local, spec in zip(op.outputs, outs, op.params["out_specs"]):
+            self.env[v.id] = _Placed(sharding_from_spec(spec, len(v.shape)), local)
 
     def _is_small_replicated(self, op: Op) -> bool:
         src = op.inputs[0]

@@ -153,6 +153,9 @@ class _Lowerer:
         elif name == "cond":
             for i, br in enumerate(params.pop("branches")):
                 subgraphs[f"branch{i}"] = self.subgraph(br)
+        elif name == "shard_map":  # a per-device body: the SPMD pass inlines it (compiler/manual.py)
+            subgraphs["body"] = self.subgraph(params.pop("jaxpr"))
+            params["mesh_axes"] = dict(params.pop("mesh").shape)
         for v in ins + outs:
             if v.dtype.kind == "c":
                 raise UnsupportedOpError(name, where, f"complex dtype {v.dtype}; the TPU MXU/VPU model is real-valued")

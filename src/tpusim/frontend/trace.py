@@ -53,9 +53,12 @@ def _as_spec(x: Any) -> Any:
     return jax.ShapeDtypeStruct(arr.shape, dtype)
 
 
-def trace(fn_or_model: Any, *example_args: Any, mesh_axes: dict[str, int] | None = None) -> Traced:
+def trace(fn_or_model: Any, *example_args: Any, mesh_axes: dict[str, int] | None = None,
+          mesh_is_default: bool = False) -> Traced:
     """Trace with JAX. Example args may be arrays or jax.ShapeDtypeStruct (pytrees allowed).
-    With `mesh_axes`, an abstract mesh is in context so jax.lax.with_sharding_constraint works."""
+    With `mesh_axes`, an abstract mesh is in context so jax.lax.with_sharding_constraint works.
+    A default mesh (the user named none) gives way to a shard_map's own mesh: JAX refuses a
+    context mesh that differs from it, so such a function is traced without one."""
     keras = is_keras_model(fn_or_model)
     fn = keras_forward(fn_or_model) if keras else fn_or_model
     const_names = {id(v.value): v.path for v in fn_or_model.weights} if keras else {}
@@ -69,11 +72,16 @@ def trace(fn_or_model: Any, *example_args: Any, mesh_axes: dict[str, int] | None
     if given:
         in_names[: len(given)] = list(given)
     try:
-        if mesh_axes:
-            abstract = jax.sharding.AbstractMesh(tuple(mesh_axes.values()), tuple(mesh_axes))
-            with jax.sharding.use_abstract_mesh(abstract):
+        try:
+            if mesh_axes:
+                abstract = jax.sharding.AbstractMesh(tuple(mesh_axes.values()), tuple(mesh_axes))
+                with jax.sharding.use_abstract_mesh(abstract):
+                    closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*specs)
+            else:
                 closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*specs)
-        else:
+        except ValueError as e:
+            if not (mesh_is_default and "mesh passed to shard_map" in str(e)):
+                raise
             closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*specs)
     except TpusimError:
         raise

@@ -56,9 +56,12 @@ _TABLE: dict[Category, tuple[str, ...]] = {
                       "sort", "top_k"),
     Category.RANDOM: ("random_bits", "random_seed", "random_wrap", "random_unwrap",
                       "threefry2x32", "random_fold_in", "random_split"),
-    Category.CONTROL: ("scan", "while", "cond"),
+    Category.CONTROL: ("scan", "while", "cond", "shard_map"),
+    # tpusim's collectives, and JAX's named-axis ones as written inside shard_map bodies (the
+    # SPMD pass turns the latter into the former: compiler/manual.py)
     Category.COLLECTIVE: ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "collective_permute",
-                          "shard_slice"),
+                          "shard_slice", "psum", "psum_invariant", "pmax", "pmin", "ppermute", "pvary",
+                          "pbroadcast", "axis_index"),
 }
 
 CATEGORY: dict[str, Category] = {p: cat for cat, prims in _TABLE.items() for p in prims}

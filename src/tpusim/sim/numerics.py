@@ -104,10 +104,12 @@ def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
                 if v.id in local and v.id not in made_in_post and v.id not in seen:
                     seen.add(v.id)
                     post_in.append(v)
+        # the epilogue makes what leaves the kernel, except values the prologue already made
+        made = [v for v in kernel.outputs if v.id in made_in_post or v.id not in local]
         if "post" not in kernel.cache:
-            kernel.cache["post"] = ops_function(post, post_in, kernel.outputs)
+            kernel.cache["post"] = ops_function(post, post_in, made)
         results = kernel.cache["post"](*[local[v.id] for v in post_in])
-        local.update({v.id: r for v, r in zip(kernel.outputs, results)})
+        local.update({v.id: r for v, r in zip(made, results)})
     for v in kernel.outputs:
         env[v.id] = local[v.id]
 

@@ -47,8 +47,10 @@ def _collective(kernel: Any, envs: list[dict], mesh_axes: dict[str, int]) -> Non
                 out = np.concatenate(parts, axis=p["concat_dim"])
             elif op.prim == "shard_slice":
                 out = np.split(vals[pos], n, axis=p["dim"])[pos]
-            elif op.prim == "collective_permute":
-                out = vals[(pos - 1) % n]
+            elif op.prim == "collective_permute":  # (source, target) pairs; no source: zeros
+                perm = p.get("perm") or tuple((i, (i + 1) % n) for i in range(n))
+                source = next((s for s, t in perm if t == pos), None)
+                out = vals[source] if source is not None else np.zeros_like(vals[pos])
             else:  # pragma: no cover - the opset lists every collective
                 raise NotImplementedError(op.prim)
             envs[d][dst.id] = out
