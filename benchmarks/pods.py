@@ -1,6 +1,7 @@
 """Pods: scaling tables for ResNet-50 (data parallel) and a GPT-style model (FSDP x tensor
-parallel) on v4, the GPT-3 175B step on 4096 v4 chips and a 7B-shaped LM step on 8192 v5p
-chips, with tpusim's wall time.
+parallel) on v4, the GPT-3 175B step on 4096 v4 chips, a 7B-shaped LM step on 8192 v5p chips,
+and on 1024 v5p chips a Mixtral 8x7B-shaped expert-parallel step and a GPipe-pipelined LM step
+(both written with jax.shard_map), with tpusim's wall time.
 
 Run: python benchmarks/pods.py
 """
@@ -17,6 +18,7 @@ from rich.table import Table  # noqa: E402
 
 import tpusim  # noqa: E402
 from tpusim.distribute.scaling import scaling_curve  # noqa: E402
+from tpusim.models.parallel import moe_train_step_shapes, pipeline_train_step_shapes  # noqa: E402
 from tpusim.models.zoo import gpt_specs, gpt_train_step_shapes  # noqa: E402
 
 
@@ -52,6 +54,20 @@ def main() -> None:
                   f"data 32 x fsdp 64 x model 4, remat): step {est.time_s:.2f} s, communication "
                   f"{est.communication_s:.2f} s ({est.exposed_communication_s:.2f} s exposed); simulated in "
                   f"{time.perf_counter() - t0:.2f} s (target <= 2 s)")
+    t = Table(title="Model parallelism written with shard_map, on v5p-2048 (1024 chips)")
+    for col in ("step", "mesh", "time", "communication", "exposed", "peak HBM / chip", "tpusim wall"):
+        t.add_column(col, justify="right")
+    for name, (fn, args, specs), mesh in [
+            ("Mixtral 8x7B-shaped, expert parallel (all-to-all), 1024 x 4096 tokens",
+             moe_train_step_shapes(batch=1024), {"data": 128, "expert": 8}),
+            ("GPipe LM 6.4B (4 stages x 8 layers, 16 microbatches of 256 x 2048 tokens)",
+             pipeline_train_step_shapes(microbatches=16, microbatch=256), {"data": 256, "stage": 4})]:
+        t0 = time.perf_counter()
+        est = tpusim.compile(fn, *args, device="v5p-2048", mesh=mesh, in_specs=specs, donate_argnums=(0, 1)).estimate()
+        t.add_row(name, " x ".join(f"{k} {v}" for k, v in mesh.items()), f"{est.time_s:.2f} s",
+                  f"{est.communication_s:.2f} s", f"{est.exposed_communication_s:.2f} s",
+                  f"{est.peak_hbm_bytes / 2**30:.1f} GiB", f"{time.perf_counter() - t0:.2f} s")
+    console.print(t)
 
 
 if __name__ == "__main__":
