@@ -106,6 +106,9 @@ class _Partitioner:
         # loop-invariant masks out of loops at full size): each use builds the block it needs.
         self.lazy: dict[int, Op] = {}
         self.lazy_built: dict[tuple[int, Sharding], Value] = {}
+        # Values are immutable, so one resharding serves every consumer that asks for it (XLA
+        # deduplicates the collectives: q, k and v share one all-gather of their input).
+        self.resharded: dict[tuple[int, Sharding], Value] = {}
 
     # ---- shapes ------------------------------------------------------------------------------
     def split(self, axes: Axes) -> int:
@@ -172,6 +175,12 @@ class _Partitioner:
         src, local = placed.sharding, placed.local
         if src == dst:
             return local
+        key = (v.id, dst)
+        if key not in self.resharded:
+            self.resharded[key] = self._reshard(v, src, local, dst, where)
+        return self.resharded[key]
+
+    def _reshard(self, v: Value, src: Sharding, local: Value, dst: Sharding, where: str) -> Value:
         mark = len(self.ops)
         try:
             return self._reshard_direct(v, src, local, dst, where)
