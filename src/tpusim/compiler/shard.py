@@ -305,6 +305,12 @@ class _Partitioner:
         subgraphs = op.subgraphs
         if "_sharded_body" in params:
             subgraphs = {"body": params.pop("_sharded_body")}
+        combine = params.pop("_combine", None)
+        if combine is not None:  # the local result is one device's part: combine them
+            block = self.new_local(op.outputs[0], local_out[0].shape)
+            self.ops.append(Op(op.prim, local_in, [block], params, op.where, op.jax_prim, subgraphs, op.scope))
+            self.emit("all_reduce", [block], local_out[0], {"axes": combine[0], "op": combine[1]}, op.where)
+            return
         self.ops.append(Op(op.prim, local_in, local_out, params, op.where, op.jax_prim, subgraphs, op.scope))
 
 
@@ -496,7 +502,13 @@ def _reduce(p: _Partitioner, op: Op) -> Plan | None:
     reduced_split = {a for i, d in enumerate(src.dims) if i in axes_param for a in d}
     if op.prim == "reduce_sum":
         return [src], [Sharding(tuple(kept), src.partial | frozenset(reduced_split))], dict(op.params)
-    # max/min/argmax...: gather only the reduced dimensions; the others keep their split
+    if op.prim in ("reduce_max", "reduce_min") and reduced_split:
+        # each device reduces its block, then one all-reduce of the (small) result, as XLA does
+        # for the row max of a vocab-split softmax
+        combine = {"reduce_max": "max", "reduce_min": "min"}[op.prim]
+        params = dict(op.params, _combine=(tuple(sorted(reduced_split)), combine))
+        return [_without_partial(src)], [Sharding(tuple(kept))], params
+    # argmax/argmin: gather only the reduced dimensions; the others keep their split
     whole = Sharding(tuple(() if i in axes_param else d for i, d in enumerate(src.dims)))
     return [whole], [Sharding(tuple(kept))], dict(op.params)
 

@@ -124,12 +124,16 @@ def bert_base_shapes(batch: int = 8, seq: int = 128, layers: int = 12, d_model: 
 
 def gpt_train_step_shapes(layers: int = 12, d_model: int = 768, heads: int = 12, seq: int = 1024, batch: int = 8,
                           vocab: int = 50304, d_ff: int | None = None, dtype: Any = jnp.bfloat16,
-                          remat: bool = True, head_dim: int | None = None) -> tuple[Any, tuple[Any, ...]]:
+                          remat: bool = True, head_dim: int | None = None,
+                          activation_axes: Any = None) -> tuple[Any, tuple[Any, ...]]:
     """A GPT-style decoder training step (causal attention, GELU MLP, layers under one
     `lax.scan`, Adam written out) as (fn, example args as ShapeDtypeStructs): nothing is
     allocated, so GPT-3-sized models compile and estimate on a laptop. `remat` recomputes each
     layer in the backward pass (jax.checkpoint), as large-model training does. `head_dim` sets
-    the attention width (heads x head_dim) apart from d_model, as MaxText's configs do."""
+    the attention width (heads x head_dim) apart from d_model, as MaxText's configs do.
+    `activation_axes` pins the activations' batch split at every layer boundary
+    (with_sharding_constraint, as MaxText does), so XLA keeps FSDP's data parallelism instead of
+    replicating the batch."""
     d_ff = d_ff or 4 * d_model
     attn = heads * (head_dim or d_model // heads)
 
@@ -151,7 +155,13 @@ def gpt_train_step_shapes(layers: int = 12, d_model: int = 768, heads: int = 12,
         x32 = x.astype(jnp.float32)
         return (x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + 1e-6)).astype(x.dtype) * g
 
+    def pin(x: jax.Array) -> jax.Array:
+        if activation_axes is None:
+            return x
+        return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(activation_axes))
+
     def layer(x: jax.Array, p: dict[str, jax.Array]) -> tuple[jax.Array, None]:
+        x = pin(x)
         B, T, D = x.shape
         hd = attn // heads
         h = norm(x, p["ln1"])
@@ -161,10 +171,10 @@ def gpt_train_step_shapes(layers: int = 12, d_model: int = 768, heads: int = 12,
         a = jax.nn.softmax(s, axis=-1).astype(x.dtype)
         x = x + jnp.einsum("bhts,bshd->bthd", a, v).reshape(B, T, attn) @ p["wo"]
         h = norm(x, p["ln2"])
-        return x + jax.nn.gelu(h @ p["w1"]) @ p["w2"], None
+        return pin(x + jax.nn.gelu(h @ p["w1"]) @ p["w2"]), None
 
     def loss_fn(params: dict[str, Any], tokens: jax.Array) -> jax.Array:
-        x = params["embed"][tokens[:, :-1]]
+        x = pin(params["embed"][tokens[:, :-1]])
         x, _ = jax.lax.scan(jax.checkpoint(layer) if remat else layer, x, params["layers"])
         logits = (norm(x, params["ln_f"]) @ params["embed"].T).astype(jnp.float32)
         logp = jax.nn.log_softmax(logits)

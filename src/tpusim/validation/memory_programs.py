@@ -24,6 +24,10 @@ class MemoryProgram:
     args: tuple[Any, ...]
     donate_argnums: tuple[int, ...] = ()
     what: str = ""
+    # Sharded programs: the mesh ({axis: size}, over the topology's first devices) and a
+    # PartitionSpec pytree per argument; peak HBM is then per device.
+    mesh: dict[str, int] | None = None
+    in_specs: tuple[Any, ...] | None = None
 
 
 def _mlp_fwd() -> MemoryProgram:
@@ -105,6 +109,30 @@ def _gpt(name: str, **kw: Any) -> Callable[[], MemoryProgram]:
     return build
 
 
+def _gpt_sharded(name: str, mesh: dict[str, int], data_axes: Any, fsdp: str | None, model: str | None,
+                 **kw: Any) -> Callable[[], MemoryProgram]:
+    def build() -> MemoryProgram:
+        from tpusim.models.zoo import gpt_specs, gpt_train_step_shapes
+
+        fn, args = gpt_train_step_shapes(**kw, activation_axes=data_axes)
+        return MemoryProgram(fn, args, (0, 1), what=name, mesh=mesh, in_specs=gpt_specs(args[0], data_axes, fsdp, model))
+
+    return build
+
+
+def _parallel(name: str, kind: str, mesh: dict[str, int], **kw: Any) -> Callable[[], MemoryProgram]:
+    """The shard_map-written MoE and pipeline steps of tpusim.models.parallel."""
+
+    def build() -> MemoryProgram:
+        from tpusim.models import parallel
+
+        make = parallel.moe_train_step_shapes if kind == "moe" else parallel.pipeline_train_step_shapes
+        fn, args, specs = make(**kw)
+        return MemoryProgram(fn, args, (0, 1), what=name, mesh=mesh, in_specs=specs)
+
+    return build
+
+
 def _bert() -> MemoryProgram:
     from tpusim.models.zoo import bert_base_shapes
 
@@ -167,4 +195,18 @@ PROGRAMS: dict[str, Callable[[], MemoryProgram]] = {
                                       lambda: _application("MobileNetV2"), 64, "sgd"),
     "efficientnetb0_train": _keras_train("Keras EfficientNetB0 RMSprop step, f32, batch 32 at 224",
                                          lambda: _application("EfficientNetB0"), 32, "rmsprop"),
+    # sharded over the 4 chips of a v4-8 (per-device peak)
+    "gpt124m_fsdp4_train": _gpt_sharded("GPT-2 124M Adam step, bf16, T=1024, batch 16, remat; FSDP over 4 chips",
+                                        {"fsdp": 4}, ("fsdp",), "fsdp", None, batch=16),
+    "lm1b_fsdp2_tp2_train": _gpt_sharded("1.1B LM Adam step, bf16, T=2048, batch 8, remat; FSDP 2 x tensor 2",
+                                         {"fsdp": 2, "model": 2}, ("fsdp",), "fsdp", "model", layers=20, d_model=2048,
+                                         heads=16, seq=2048, batch=8, vocab=32000),
+    "moe_ep4_train": _parallel("Mixtral-shaped MoE step (8 layers, d1024, 8 experts top-2, T=1024, batch 16), bf16; "
+                               "experts over 4 chips (shard_map all-to-all)", "moe", {"data": 1, "expert": 4},
+                               layers=8, d_model=1024, heads=8, kv_heads=4, experts=8, d_ff=2048, vocab=32000,
+                               seq=1024, batch=16),
+    "pipeline_pp4_train": _parallel("GPipe LM step (4 stages x 2 layers d1024, 8 microbatches of 4 x 1024), bf16; "
+                                    "stages over 4 chips (shard_map ppermute)", "pipeline", {"data": 1, "stage": 4},
+                                    stages=4, layers_per_stage=2, microbatches=8, microbatch=4, d_model=1024, heads=8,
+                                    d_ff=4096, vocab=32000, seq=1024),
 }
