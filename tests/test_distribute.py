@@ -62,7 +62,10 @@ def test_scale_works_on_every_generation_and_keeps_its_rows():
     for device in ("v3", "tpu7x"):
         one, eight = scaling_curve("gpt", device, [1, 8], per_chip_batch=2, gpt_config=small)
         assert not one.note and not eight.note
-        assert one.system in ("v3-2", "tpu7x-1") and 0.3 < eight.efficiency <= 1.05
+        # FSDP splits the optimizer update 8 ways more on 8 chips: for this embedding-heavy toy
+        # model (vocab 50304, d_model 256) that outweighs the communication, so per-chip
+        # throughput may rise (v3: efficiency 1.5)
+        assert one.system in ("v3-2", "tpu7x-1") and 0.3 < eight.efficiency <= 2.0
 
 
 def test_a_slice_without_a_mesh_says_so():

@@ -109,6 +109,9 @@ class _Partitioner:
         # Values are immutable, so one resharding serves every consumer that asks for it (XLA
         # deduplicates the collectives: q, k and v share one all-gather of their input).
         self.resharded: dict[tuple[int, Sharding], Value] = {}
+        # (table shape, dim) -> axes: tables gathered from along a split dim; their gradient
+        # scatter-adds keep that split (compiler/shard_masked.py)
+        self.masked_tables: dict[tuple[tuple[int, ...], int], Axes] = {}
 
     # ---- shapes ------------------------------------------------------------------------------
     def split(self, axes: Axes) -> int:
@@ -283,10 +286,11 @@ class _Partitioner:
         if op.prim == "shard_map":
             self._shard_map(op)
             return
-        if op.prim == "broadcast_in_dim" and self._is_small_replicated(op):
+        if op.prim == "broadcast_in_dim" and self._is_small_broadcast(op):
             out = op.outputs[0]
             self.lazy[out.id] = op
-            self.env[out.id] = _Placed(Sharding.replicated(len(out.shape)), out)
+            # consumers see the split it would have (its source's, along the kept dimensions)
+            self.env[out.id] = _Placed(Sharding(_broadcast(self, op)[1][0].dims), out)
             return
         if op.prim == "scan":
             op = self._sink_lazy_consts(op)
@@ -305,6 +309,18 @@ class _Partitioner:
         subgraphs = op.subgraphs
         if "_sharded_body" in params:
             subgraphs = {"body": params.pop("_sharded_body")}
+        masked = params.pop("_masked", None)
+        if masked is not None:  # a table split along the dimension it is indexed on
+            from tpusim.compiler.shard_masked import masked_gather, masked_scatter_add
+
+            dim, axes = masked
+            if op.prim == "gather":
+                masked_gather(Op(op.prim, [], [], params, op.where, op.jax_prim, {}, op.scope), local_in[0], local_in[1],
+                              local_out[0], dim, axes, self.split(axes), self.ops.append)
+            else:
+                masked_scatter_add(Op(op.prim, [], [], params, op.where, op.jax_prim, {}, op.scope), *local_in[:3],
+                                   local_out[0], dim, axes, self.split(axes), self.ops.append)
+            return
         combine = params.pop("_combine", None)
         if combine is not None:  # the local result is one device's part: combine them
             block = self.new_local(op.outputs[0], local_out[0].shape)
@@ -332,13 +348,14 @@ class _Partitioner:
         for v, local, spec in zip(op.outputs, outs, op.params["out_specs"]):
             self.env[v.id] = _Placed(sharding_from_spec(spec, len(v.shape)), local)
 
-    def _is_small_replicated(self, op: Op) -> bool:
+    def _is_small_broadcast(self, op: Op) -> bool:
+        """A broadcast of a much smaller value (a scalar, a bias, a row statistic): built where
+        it is used, at the sharding the user needs. A split or partial source is fine: building
+        resharded it once (an all-reduce of the small source, not of the broadcast)."""
         src = op.inputs[0]
         if src.is_const and src.size <= 1:
             return True
-        placed = self.env.get(src.id)
-        small = src.size * 4 <= op.outputs[0].size
-        return small and (src.is_const or (placed is not None and placed.sharding.is_replicated()))
+        return src.size * 4 <= op.outputs[0].size and (src.is_const or src.id in self.env)
 
     def _sink_lazy_consts(self, op: Op) -> Op:
         """Move lazy broadcasts that a scan reads as constants into its body, so the body builds
@@ -585,11 +602,13 @@ def _window(p: _Partitioner, op: Op) -> Plan | None:
 
 
 def _gather(p: _Partitioner, op: Op) -> Plan | None:
-    """Gathers from a table that is whole on every device (embeddings, take_along_axis): the
-    result is split like the indices; batching dims (take_along_axis) split operand and indices
-    alike."""
+    """Gathers: the result is split like the indices; batching dims (take_along_axis) split
+    operand and indices alike; window dims taken whole keep the table's split. A table split
+    along the one dimension it is indexed on (a vocab-split embedding or log-probabilities) is
+    gathered locally with masked indices, leaving a partial sum (compiler/shard_masked.py)."""
     dn = op.params["dimension_numbers"]
     idx = _without_partial(_current(p, op.inputs[1]))
+    src = _without_partial(_current(p, op.inputs[0]))
     out_rank = len(op.outputs[0].shape)
     batch_out = [d for d in range(out_rank) if d not in dn.offset_dims]
     idx_batch = [d for d in range(len(op.inputs[1].shape)) if d != len(op.inputs[1].shape) - 1]
@@ -599,15 +618,34 @@ def _gather(p: _Partitioner, op: Op) -> Plan | None:
     idx_dims = [() for _ in idx.dims]
     for o, i in zip(batch_out, idx_batch):
         out_dims[o] = idx_dims[i] = idx.dims[i]
-    operand = [() for _ in op.inputs[0].shape]
+    operand: list[Axes] = [() for _ in op.inputs[0].shape]
     for od, idim in zip(dn.operand_batching_dims, dn.start_indices_batching_dims):
         operand[od] = idx_dims[idim]
-    return [Sharding(tuple(operand)), Sharding(tuple(idx_dims))], [Sharding(tuple(out_dims))], dict(op.params)
+    used = {a for d in out_dims for a in d}
+    shape, sizes = op.inputs[0].shape, op.params["slice_sizes"]
+    window = [d for d in range(len(shape)) if d not in dn.collapsed_slice_dims and d not in dn.operand_batching_dims]
+    for od, d in zip(dn.offset_dims, window):
+        if src.dims[d] and sizes[d] == shape[d] and not set(src.dims[d]) & used:
+            operand[d] = out_dims[od] = src.dims[d]
+            used |= set(src.dims[d])
+    params = dict(op.params)
+    partial: frozenset[str] = frozenset()
+    indexed = [d for d in dn.collapsed_slice_dims
+               if src.dims[d] and d in dn.start_index_map and d not in dn.operand_batching_dims and not set(src.dims[d]) & used]
+    if len(indexed) == 1:
+        d = indexed[0]
+        operand[d] = src.dims[d]
+        partial = frozenset(src.dims[d])
+        params["_masked"] = (d, src.dims[d])
+        p.masked_tables[(shape, d)] = src.dims[d]
+    return [Sharding(tuple(operand)), Sharding(tuple(idx_dims))], [Sharding(tuple(out_dims), partial)], params
 
 
 def _scatter_add(p: _Partitioner, op: Op) -> Plan | None:
     """Scatter-adding split updates into a whole table leaves a partial sum over the updates'
-    split axes (embedding gradients); batching dims keep their split in the result instead."""
+    split axes (embedding gradients); batching dims keep their split in the result instead. The
+    gradient of a masked gather (a table the program gathered from along a split dimension)
+    scatters into that split table with masked indices, keeping the split."""
     dn = op.params["dimension_numbers"]
     upd = _without_partial(_current(p, op.inputs[2]))
     idx = _without_partial(_current(p, op.inputs[1]))
@@ -628,9 +666,19 @@ def _scatter_add(p: _Partitioner, op: Op) -> Plan | None:
     for od, idim in zip(getattr(dn, "operand_batching_dims", ()), getattr(dn, "scatter_indices_batching_dims", ())):
         operand[od] = new_idx[idim]
         batched |= set(new_idx[idim])
+    used = {a for d in axes for a in d}
+    params = dict(op.params)
+    shape = op.inputs[0].shape
+    for d in dn.inserted_window_dims:
+        table = p.masked_tables.get((shape, d))
+        if op.prim in ("scatter-add", "scatter_add") and table and d in dn.scatter_dims_to_operand_dims \
+                and not set(table) & used and shape[d] % p.split(table) == 0:
+            operand[d] = table
+            params["_masked"] = (d, table)
+            break
     partial = frozenset(a for d in axes for a in d) - batched
     out = Sharding(tuple(operand), partial)
-    return [Sharding(tuple(operand)), Sharding(tuple(new_idx)), upd], [out], dict(op.params)
+    return [Sharding(tuple(operand)), Sharding(tuple(new_idx)), upd], [out], params
 
 
 def _pad(p: _Partitioner, op: Op) -> Plan:
