@@ -42,13 +42,18 @@ def xla_reference() -> dict[str, Any]:
 
 def check(name: str, device: str = "v4") -> MemoryCheck:
     """Compile program `name` with tpusim (memory check off: the verdict is compared, not raised),
-    with attention as XLA compiled the same plain JAX function (score matrices in HBM)."""
+    with attention as XLA compiled the same plain JAX function (score matrices in HBM). A sharded
+    program runs on the slice of `device` its mesh needs and is compared per device."""
+    import math
+
     from tpusim.api import compile as tpu_compile
+    from tpusim.distribute.scaling import slice_name
 
     ref = xla_reference()
     p = PROGRAMS[name]()
-    c = tpu_compile(p.fn, *p.args, device=device, donate_argnums=p.donate_argnums, check_memory=False,
-                    attention="xla")
+    target = slice_name(device, math.prod(p.mesh.values())) if p.mesh else device
+    c = tpu_compile(p.fn, *p.args, device=target, donate_argnums=p.donate_argnums, check_memory=False,
+                    attention="xla", mesh=p.mesh, in_specs=p.in_specs)
     return MemoryCheck(name, p.what, int(ref["programs"][name]["peak_bytes"]), c.program.peak_hbm_bytes, ref["device"])
 
 
