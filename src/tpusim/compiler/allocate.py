@@ -59,8 +59,8 @@ def liveness(program: Program) -> list[Allocation]:
     allocs: dict[int, Allocation] = {}
 
     def add(v: Value, start: int, end: int) -> None:
-        if (v.is_const and v.size <= 1) or v.id in program.on_chip:
-            return  # immediates live in the instruction stream; on-chip values in VMEM / the UB
+        if (v.is_const and v.size <= 1) or v.id in program.on_chip or v.memory == "host":
+            return  # immediates live in the instruction stream; on-chip values in VMEM / the UB; offloaded ones on the host
         size = _align(padded_bytes(v.shape, v.dtype))
         if v.id in allocs:
             a = allocs[v.id]

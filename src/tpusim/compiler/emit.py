@@ -82,7 +82,7 @@ class ProgramBuilder:
         return bool(self.on_chip_bytes and v.nbytes <= self.on_chip_bytes) or v.shape in self.on_chip_shapes
 
     def _hbm(self, values: list[Value]) -> int:
-        return _hbm([v for v in values if not self.resident(v)])
+        return _hbm([v for v in values if not self.resident(v) and v.memory != "host"])
 
     def _name(self, kind: str, scope: str) -> str:
         scope = scope.split("/")[-1] if scope else ""
@@ -190,7 +190,7 @@ class ProgramBuilder:
             steps = [Step("vpu", f"{op.prim} body x{grid[0]}")]
         else:
             kind = {Category.WINDOW: "window", Category.GATHER: "gather", Category.RANDOM: "random",
-                    Category.COLLECTIVE: "collective"}.get(cat, "movement")  # type: ignore[arg-type]
+                    Category.COLLECTIVE: "collective", Category.TRANSFER: "transfer"}.get(cat, "movement")  # type: ignore[arg-type]
             hbm = self._hbm(ins) + self._hbm(list(op.outputs))
             grid, axes = (1,), ("i",)
             if kind in ("window", "movement"):

@@ -149,7 +149,7 @@ class _Partitioner:
         raise ShardingError(f"value {v} used before it was defined (compiler bug)")
 
     def new_local(self, like: Value, shape: tuple[int, ...]) -> Value:
-        return Value(shape, like.dtype, "temp", name=like.name, category=like.category)
+        return Value(shape, like.dtype, "temp", name=like.name, category=like.category, memory=like.memory)
 
     def emit(self, prim: str, inputs: list[Value], out: Value, params: dict[str, Any], where: str = "") -> Value:
         op = Op(prim, inputs, [out], params, where, None, {}, prim)
@@ -275,7 +275,8 @@ class _Partitioner:
         local_inputs = []
         for v, sh in zip(graph.inputs, in_shardings):
             self.check(sh)
-            lv = Value(self.local_shape(v.shape, sh, f" (input {v.name})"), v.dtype, "input", name=v.name, category=v.category)
+            lv = Value(self.local_shape(v.shape, sh, f" (input {v.name})"), v.dtype, "input", name=v.name, category=v.category,
+                       memory=v.memory)
             self.env[v.id] = _Placed(sh, lv)
             local_inputs.append(lv)
         for op in graph.ops:
@@ -788,7 +789,8 @@ _RULES = {
     "scatter-add": _scatter_add,
     "scatter_add": _scatter_add,
 }
-_CATEGORY_RULES = {Category.ELEMENTWISE: _elementwise, Category.TRANSCENDENTAL: _elementwise}
+_CATEGORY_RULES = {Category.ELEMENTWISE: _elementwise, Category.TRANSCENDENTAL: _elementwise,
+                   Category.TRANSFER: _elementwise}
 
 
 def shard_graph(graph: Graph, mesh_axes: dict[str, int], in_specs: list[Any]) -> ShardedGraph:

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from jax._src import source_info_util
 from jax.extend import core as jcore
+from jax.extend.core import primitives as jprims
 
 from tpusim.errors import UnsupportedOpError
 from tpusim.ir.graph import Graph, Op, Value
@@ -65,8 +66,13 @@ def _np_dtype(aval: Any) -> np.dtype:
     return np.dtype(aval.dtype)
 
 
+def _memory(aval: Any) -> str:
+    """'host' for values JAX places in host memory (offloaded activations), else 'device'."""
+    return "host" if "host" in str(getattr(aval, "memory_space", "")).lower() else "device"
+
+
 def _value_for_aval(aval: Any, role: str = "temp") -> Value:
-    return Value(tuple(getattr(aval, "shape", ())), _np_dtype(aval), role)  # type: ignore[arg-type]
+    return Value(tuple(getattr(aval, "shape", ())), _np_dtype(aval), role, memory=_memory(aval))  # type: ignore[arg-type]
 
 
 def _const_value(val: Any, role: str) -> Value:
@@ -110,7 +116,10 @@ class _Lowerer:
         for eqn in jaxpr.eqns:
             name = eqn.primitive.name
             ins = [read(a) for a in eqn.invars]
-            if name in INLINED_CALLS:
+            if name == "device_put":  # one op per operand: a host transfer, or an identity
+                outs = [_value_for_aval(v.aval) for v in eqn.outvars]
+                ops.extend(self.device_put(eqn, ins, outs))
+            elif name in INLINED_CALLS:
                 sub, sub_consts = _sub_jaxpr(eqn.params)
                 saved = self.call_site, self.scope
                 self.call_site, self.scope = _user_loc(eqn, self.call_site), _scope(eqn, self.scope)
@@ -135,6 +144,20 @@ class _Lowerer:
         ops: list[Op] = []
         outs = self.lower_jaxpr(jaxpr, consts, inputs, ops, "literal")
         return Graph(inputs, outs, ops)
+
+    def device_put(self, eqn: Any, ins: list[Value], outs: list[Value]) -> list[Op]:
+        """`jax.device_put` inside a program: moving a value to host memory (activation
+        offloading, remat policies that offload) or back is a transfer over the host link;
+        anything else (a placement on the same memory) is a copy."""
+        where, scope = _where(eqn, self.call_site, self.scope), _scope(eqn, self.scope)
+        ops = []
+        for v, o in zip(ins, outs):
+            if v.memory != o.memory:
+                prim = "host_offload" if o.memory == "host" else "host_fetch"
+                ops.append(Op(prim, [v], [o], {}, where, None, {}, scope))
+            else:
+                ops.append(Op("copy_p", [v], [o], {}, where, jprims.copy_p, {}, scope))
+        return ops
 
     def make_op(self, eqn: Any, ins: list[Value], outs: list[Value]) -> Op:
         name = eqn.primitive.name

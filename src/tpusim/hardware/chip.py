@@ -85,6 +85,7 @@ class Chip(BaseModel):
     dcn_bw_per_chip_gbitps: Sourced | None = None
     ici_hop_latency_us: Sourced | None = None
     nvlink_bw_bidir_gbps: Sourced | None = None
+    host_link_bw_gbps: Sourced | None = None  # chip <-> host memory (PCIe), one direction, GB/s
 
     # Power and price
     tdp_w: Sourced | None = None

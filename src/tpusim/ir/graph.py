@@ -27,6 +27,7 @@ class Value:
     const: np.ndarray | None = None
     name: str = ""
     category: str = ""  # what the buffer holds, when known: "activation", "gradient", ...
+    memory: str = "device"  # "host": offloaded to the host's memory (no HBM buffer)
     id: int = field(default_factory=lambda: next(_ids))
 
     def __post_init__(self) -> None:

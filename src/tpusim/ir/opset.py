@@ -20,6 +20,7 @@ class Category(str, Enum):
     RANDOM = "random"  # counter-based RNG (threefry) on the VPU
     CONTROL = "control"  # scan / while / cond: keep their bodies
     COLLECTIVE = "collective"  # cross-device communication inserted by the SPMD pass
+    TRANSFER = "transfer"  # HBM <-> host memory over the host link (activation offloading)
 
 
 _TABLE: dict[Category, tuple[str, ...]] = {
@@ -62,6 +63,8 @@ _TABLE: dict[Category, tuple[str, ...]] = {
     Category.COLLECTIVE: ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "collective_permute",
                           "shard_slice", "psum", "psum_invariant", "pmax", "pmin", "ppermute", "pvary",
                           "pbroadcast", "axis_index"),
+    # jax.device_put to or from host memory (the front end names the direction)
+    Category.TRANSFER: ("host_offload", "host_fetch", "device_put"),
 }
 
 CATEGORY: dict[str, Category] = {p: cat for cat, prims in _TABLE.items() for p in prims}

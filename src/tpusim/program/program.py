@@ -14,7 +14,7 @@ from tpusim.ir.counts import Counts
 from tpusim.ir.graph import Graph, Op, Value
 
 KernelKind = Literal["matmul", "conv", "loop", "window", "gather", "random", "movement", "scan", "while", "cond",
-                     "collective"]
+                     "collective", "transfer"]
 
 
 @dataclass

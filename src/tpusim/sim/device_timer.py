@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tpusim.errors import TpusimError
 from tpusim.hardware.chip import Chip
 from tpusim.program.program import Kernel, Program
 from tpusim.sim.calibration import Calibration, calibration_of
@@ -98,7 +99,20 @@ class DeviceTimer:
             return self._control(kernel)
         if kernel.kind == "collective":
             return self._collective(kernel)
+        if kernel.kind == "transfer":
+            return self._host_transfer(kernel)
         return self.time_compute_kernel(kernel)
+
+    def _host_transfer(self, kernel: Kernel) -> KernelTime:
+        """A copy between HBM and host memory over the chip's host link (PCIe). It is a DMA, so
+        XLA runs it asynchronously: like a collective it hides behind independent compute."""
+        link = self.chip.host_link_bw_gbps
+        if link is None:
+            raise TpusimError(f"{self.chip.name} has no host link bandwidth (host_link_bw_gbps) in its chip file, "
+                              f"so offloading to host memory at {kernel.where} cannot be timed: add it (sourced)")
+        nbytes = float(kernel.outputs[0].nbytes)
+        t = nbytes / (link.value * 1e9) + self.cal.kernel_floor_s
+        return KernelTime(kernel.name, kernel.kind, t, 0.0, 0.0, "communication", comm_s=t, where=kernel.where)
 
     def _collective(self, kernel: Kernel) -> KernelTime:
         from tpusim.distribute.collectives import collective_cost
@@ -154,7 +168,7 @@ class DeviceTimer:
         hides at most the time of its independent kernels, and all of them together at most the
         program's compute time."""
         kernels = program.kernels
-        coll = [i for i, k in enumerate(kernels) if k.kind == "collective"]
+        coll = [i for i, k in enumerate(kernels) if k.kind in ("collective", "transfer")]
         if not coll:
             return
         producer = {v.id: i for i, k in enumerate(kernels) for v in k.outputs}
@@ -173,7 +187,7 @@ class DeviceTimer:
                         stack.append(nxt)
             return seen
 
-        compute = [0.0 if k.kind == "collective" else t.time_s for k, t in zip(kernels, times)]
+        compute = [0.0 if k.kind in ("collective", "transfer") else t.time_s for k, t in zip(kernels, times)]
         budget = sum(compute)
         for i in coll:
             if budget <= 0:

@@ -175,6 +175,8 @@ def run_kernel(kernel: Kernel, env: Env, strict: bool = False) -> None:
         _while(kernel, env, strict)
     elif kernel.kind == "cond":
         _cond(kernel, env, strict)
+    elif kernel.kind == "transfer":  # to or from host memory: the bits do not change
+        env[kernel.outputs[0].id] = _read(env, kernel.inputs[0])
     elif kernel.fused is not None:
         _ops_kernel(kernel, kernel.fused.ops, env)
     else:
