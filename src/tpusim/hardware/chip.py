@@ -89,6 +89,8 @@ class Chip(BaseModel):
 
     # Power and price
     tdp_w: Sourced | None = None
+    idle_power_w: Sourced | None = None  # measured chip power with nothing running
+    max_power_w: Sourced | None = None  # measured chip power under the heaviest load
     price_usd_per_chip_hour: Sourced | None = None
     price_date: str | None = None
 

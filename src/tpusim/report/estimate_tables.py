@@ -41,6 +41,10 @@ def estimate_summary(est: Estimate, title: str = "") -> Table:
     t.add_row("FLOPs", si(est.flops, "FLOP"))
     t.add_row("HBM traffic", f"{si(est.hbm_bytes, 'B')} ({est.hbm_utilization:.0%} of bandwidth over the step)")
     t.add_row("peak HBM", si(est.peak_hbm_bytes, "B"))
+    if est.energy is not None:
+        e = est.energy
+        amount = f"{e.joules * 1e3:.3g} mJ" if e.joules < 1 else f"{e.joules:.3g} J"
+        t.add_row("energy (estimate)", f"{amount}, {e.average_w:.0f} W average (idle {e.idle_w:.0f}, max {e.max_w:.0f} W)")
     for bound, secs in sorted(est.time_by_bound().items(), key=lambda kv: -kv[1]):
         t.add_row(f"time in {bound}-bound kernels", f"{_us(secs)} ({secs / est.time_s:.0%})")
     top = est.top_ops(3)

@@ -7,6 +7,7 @@ from typing import Any
 
 from tpusim.hardware.chip import Chip
 from tpusim.program.program import Program
+from tpusim.sim.energy import EnergyEstimate, energy_of
 from tpusim.sim.calibration import Calibration
 from tpusim.sim.cpu_timing import CpuTimer
 from tpusim.sim.device_timer import DEFAULT_CONSTANTS, DeviceTimer, KernelTime, TimingConstants
@@ -34,6 +35,7 @@ class Estimate:
     hbm_bandwidth: float  # device HBM bandwidth, B/s
     ops: list[KernelTime]
     matrix_unit: str = "MXU"  # what the device's matrix unit is called ("tensor cores" on a GPU)
+    energy: EnergyEstimate | None = None  # per device; None where the chip publishes no power figure
 
     @property
     def tflops(self) -> float:
@@ -82,5 +84,7 @@ def estimate_program(program: Program, chip: Chip, flops: float,
                      calibration: Calibration | None = None) -> Estimate:
     timer = timer_for(chip, constants, mesh, calibration)
     ops = timer.time_program(program)
-    return Estimate(chip.name, sum(o.time_s for o in ops), flops, sum(o.bytes for o in ops), program.peak_hbm_bytes,
-                    sum(o.mxu_flops for o in ops), timer.peak_flops, timer.bw, ops, timer.matrix_unit)
+    time_s, hbm = sum(o.time_s for o in ops), sum(o.bytes for o in ops)
+    return Estimate(chip.name, time_s, flops, hbm, program.peak_hbm_bytes, sum(o.mxu_flops for o in ops),
+                    timer.peak_flops, timer.bw, ops, timer.matrix_unit,
+                    energy_of(chip, time_s, flops, hbm, timer.peak_flops))
