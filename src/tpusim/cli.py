@@ -1,4 +1,4 @@
-"""Command line: `tpusim devices`, `tpusim demo`, `tpusim ops`."""
+"""Command line: `tpusim devices`, `demo`, `run`, `compare`, `validate`, `scale`, `ops`."""
 
 from __future__ import annotations
 
@@ -78,6 +78,75 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
         from tpusim.report.roofline import plot_roofline
 
         console.print(f"roofline written to {plot_roofline(est, roofline)}")
+
+
+@app.command()
+def compare(script: str = typer.Argument(..., help="a Python file defining `model` and `inputs`"),
+            devices: str = typer.Option("v5e,v6e,v5p,h100,a100,cpu", help="comma-separated chips, slices or GPU nodes"),
+            items_per_step: int = typer.Option(None, help="what one step processes (default: the batch)"),
+            unit: str = typer.Option("samples", help="what items are: samples, tokens, images"),
+            sort: str = typer.Option("step_s", help="column to sort by (step_s, usd_per_million, kwh_per_million, ...)"),
+            price: list[str] = typer.Option([], help="override a price, e.g. --price h100=2.99 (US$ per chip-hour)"),
+            plot: str = typer.Option(None, help="write the comparison plot (PNG) here"),
+            json_out: str = typer.Option(None, "--json", help="write the table as JSON here ('-': stdout)"),
+            csv_out: str = typer.Option(None, "--csv", help="write the table as CSV here ('-': stdout)")) -> None:
+    """Estimate one model on several devices side by side: time, throughput, fit, $ and energy."""
+    from tpusim.comparison import DeviceRow, compare as run_compare, devices_of
+    from tpusim.frontend.script import load_model_script
+
+    names = [d.strip() for d in devices.split(",") if d.strip()]
+    if not names:
+        _usage("--devices is empty: give chips, e.g. --devices v5e,h100")
+    if sort not in DeviceRow.__dataclass_fields__:
+        _usage(f"--sort {sort}: columns are {', '.join(DeviceRow.__dataclass_fields__)}")
+    if items_per_step is not None and items_per_step <= 0:
+        _usage(f"--items-per-step must be positive, got {items_per_step}")
+    prices = {}
+    for p in price:
+        chip, _, value = p.partition("=")
+        try:
+            prices[chip.strip()] = float(value)
+        except ValueError:
+            _usage(f"--price {p}: write CHIP=US$ per chip-hour, e.g. --price h100=2.99")
+        if prices[chip.strip()] < 0:
+            _usage(f"--price {p}: a price cannot be negative")
+    for d in names:  # a bad device name fails before the script runs
+        try:
+            devices_of(d)
+        except TpusimError as e:
+            _usage(f"--devices: {e}")
+    try:
+        with console.status(f"loading {script}..."):
+            model, inputs, options = load_model_script(script)
+        sharding = {"mesh": options["mesh"], "in_specs": options["in_specs"]} if options["mesh"] else {}
+        with console.status(f"compiling for {len(names)} devices..."):
+            result = run_compare(model, *inputs, devices=names, items_per_step=items_per_step, unit=unit,
+                                 prices=prices, precision=options["precision"], **sharding).sorted(sort)
+    except TpusimError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    frame = result.to_pandas()
+    if json_out or csv_out:
+        for path, text in ((json_out, frame.to_json(orient="index", indent=1) if json_out else ""),
+                           (csv_out, frame.to_csv() if csv_out else "")):
+            if path == "-":
+                typer.echo(text)
+            elif path:
+                open(path, "w").write(text)
+    if json_out != "-" and csv_out != "-":
+        console.print(result.table(f"{script}: one step, {result.items_per_step:,} {result.unit} (estimates)",
+                                   console.width))
+        for r in result.rows:
+            if r.note:
+                console.print(f"[dim]{r.device}: {r.note}[/dim]")
+    if plot:
+        console.print(f"plot written to {result.plot(plot)}")
+
+
+def _usage(message: str) -> None:
+    """A command-line mistake: one line, exit code 2, before any work."""
+    console.print(f"[red]usage error:[/red] {message}")
+    raise typer.Exit(2)
 
 
 @app.command()

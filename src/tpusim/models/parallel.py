@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from tpusim.models.blocks import adam, gqa_attention, lm_loss, rms_norm, swiglu
+
 
 # ---- pipeline parallelism -------------------------------------------------------------------
 def _vary(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
@@ -71,10 +73,6 @@ def sequential(stage_fn: Callable[[Any, jax.Array], jax.Array], stages: int) -> 
 
 
 # ---- mixture of experts ---------------------------------------------------------------------
-def _swiglu(x: jax.Array, w1: jax.Array, w3: jax.Array, w2: jax.Array) -> jax.Array:
-    return (jax.nn.silu(x @ w1) * (x @ w3)) @ w2
-
-
 def _route(x: jax.Array, router: jax.Array, top_k: int) -> tuple[jax.Array, jax.Array]:
     """(gate weight per token and expert [T, E], zero off its top_k), Mixtral's routing: softmax
     over the top_k router logits; also the 0/1 assignment mask."""
@@ -118,43 +116,13 @@ def moe_dense(top_k: int = 2) -> Callable[..., jax.Array]:
 
     def run(x: jax.Array, router: jax.Array, w1: jax.Array, w3: jax.Array, w2: jax.Array) -> jax.Array:
         gates, _ = _route(x, router, top_k)
-        every = jax.vmap(lambda a, b, c: _swiglu(x, a, b, c))(w1, w3, w2)  # [E, T, D]
+        every = jax.vmap(lambda a, b, c: swiglu(x, a, b, c))(w1, w3, w2)  # [E, T, D]
         return jnp.einsum("te,etd->td", gates.astype(x.dtype), every)
 
     return run
 
 
 # ---- training steps at scale ----------------------------------------------------------------
-def _norm(x: jax.Array, g: jax.Array) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    return (x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + 1e-6)).astype(x.dtype) * g
-
-
-def _attention(x: jax.Array, p: dict[str, jax.Array], heads: int, kv_heads: int) -> jax.Array:
-    """Causal grouped-query attention (Llama/Mistral), written as plain JAX."""
-    B, T, _ = x.shape
-    hd = p["wq"].shape[-1] // heads
-    q = (x @ p["wq"]).reshape(B, T, kv_heads, heads // kv_heads, hd)
-    k = (x @ p["wk"]).reshape(B, T, kv_heads, hd)
-    v = (x @ p["wv"]).reshape(B, T, kv_heads, hd)
-    s = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) / np.sqrt(hd)
-    s = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s, -1e9)
-    a = jax.nn.softmax(s, axis=-1).astype(x.dtype)
-    return jnp.einsum("bkgts,bskd->btkgd", a, v).reshape(B, T, heads * hd) @ p["wo"]
-
-
-def _adam(params: Any, opt: dict[str, Any], grads: Any) -> tuple[Any, dict[str, Any]]:
-    m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, opt["m"], grads)
-    v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, opt["v"], grads)
-    new = jax.tree.map(lambda p, m, v: p - 1e-4 * m / (jnp.sqrt(v) + 1e-8), params, m, v)
-    return new, {"m": m, "v": v}
-
-
-def _lm_loss(x: jax.Array, params: dict[str, Any], tokens: jax.Array) -> jax.Array:
-    logits = (_norm(x, params["ln_f"]) @ params["embed"].T).astype(jnp.float32)
-    return -jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., 1:, None], axis=-1).mean()
-
-
 def moe_train_step_shapes(layers: int = 32, d_model: int = 4096, heads: int = 32, kv_heads: int = 8,
                           experts: int = 8, top_k: int = 2, d_ff: int = 14336, vocab: int = 32000, seq: int = 4096,
                           batch: int = 8, data_axis: str = "data", expert_axis: str = "expert",
@@ -180,19 +148,19 @@ def moe_train_step_shapes(layers: int = 32, d_model: int = 4096, heads: int = 32
     moe = moe_layer(top_k, expert_axis, both, capacity_factor)
 
     def layer(x: jax.Array, p: dict[str, jax.Array]) -> tuple[jax.Array, None]:
-        x = x + _attention(_norm(x, p["ln1"]), p, heads, kv_heads)
+        x = x + gqa_attention(rms_norm(x, p["ln1"]), p, heads, kv_heads)
         B, T, D = x.shape
-        h = _norm(x, p["ln2"]).reshape(B * T, D)
+        h = rms_norm(x, p["ln2"]).reshape(B * T, D)
         return x + moe(h, p["router"], p["w1"], p["w3"], p["w2"]).reshape(B, T, D), None
 
     def loss_fn(params: dict[str, Any], tokens: jax.Array) -> jax.Array:
         x = params["embed"][tokens[:, :-1]]
         x, _ = jax.lax.scan(jax.checkpoint(layer), x, params["layers"])
-        return _lm_loss(x, params, tokens)
+        return lm_loss(x, params, tokens)
 
     def train_step(params: dict[str, Any], opt: dict[str, Any], tokens: jax.Array) -> tuple[Any, Any, jax.Array]:
         loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
-        return (*_adam(params, opt, grads), loss)
+        return (*adam(params, opt, grads), loss)
 
     fsdp = P(None, data_axis)
     expert = P(None, expert_axis)
@@ -225,8 +193,8 @@ def pipeline_train_step_shapes(stages: int = 4, layers_per_stage: int = 8, micro
     tokens = jax.ShapeDtypeStruct((microbatches, microbatch, seq + 1), jnp.int32)
 
     def layer(x: jax.Array, p: dict[str, jax.Array]) -> tuple[jax.Array, None]:
-        x = x + _attention(_norm(x, p["ln1"]), p, heads, heads)
-        return x + jax.nn.gelu(_norm(x, p["ln2"]) @ p["w1"]) @ p["w2"], None
+        x = x + gqa_attention(rms_norm(x, p["ln1"]), p, heads, heads)
+        return x + jax.nn.gelu(rms_norm(x, p["ln2"]) @ p["w1"]) @ p["w2"], None
 
     def stage_fn(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
         return jax.lax.scan(jax.checkpoint(layer), x, p)[0]
@@ -234,11 +202,11 @@ def pipeline_train_step_shapes(stages: int = 4, layers_per_stage: int = 8, micro
     pipe = pipeline(stage_fn, stages, stage_axis, data_axis) if pipelined else sequential(stage_fn, stages)
 
     def loss_fn(params: dict[str, Any], tokens: jax.Array) -> jax.Array:
-        return _lm_loss(pipe(params["stages"], params["embed"][tokens[..., :-1]]), params, tokens)
+        return lm_loss(pipe(params["stages"], params["embed"][tokens[..., :-1]]), params, tokens)
 
     def train_step(params: dict[str, Any], opt: dict[str, Any], tokens: jax.Array) -> tuple[Any, Any, jax.Array]:
         loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
-        return (*_adam(params, opt, grads), loss)
+        return (*adam(params, opt, grads), loss)
 
     p_specs = {"embed": P(None, data_axis), "stages": P(stage_axis), "ln_f": None}
     return train_step, (params, {"m": params, "v": params}, tokens), (p_specs, {"m": p_specs, "v": p_specs}, P(None, data_axis))

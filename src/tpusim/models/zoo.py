@@ -214,3 +214,37 @@ def transformer_example(batch: int = 2, seq: int = 32, d_model: int = 128, heads
         return transformer_block(p, x, m, heads)
 
     return fn, params, x, mask
+
+
+def llama_train_step_shapes(layers: int = 16, d_model: int = 2048, heads: int = 32, kv_heads: int = 8,
+                            d_ff: int = 8192, vocab: int = 128256, seq: int = 2048, batch: int = 8,
+                            dtype: Any = jnp.bfloat16) -> tuple[Any, tuple[Any, ...]]:
+    """A Llama-shaped decoder training step (RMSNorm, grouped-query causal attention, SwiGLU,
+    layers under one remat'd scan, Adam; defaults: Llama-3.2-1B's sizes) as (fn, example args as
+    ShapeDtypeStructs)."""
+    from tpusim.models.blocks import adam, gqa_attention, lm_loss, rms_norm, swiglu
+
+    def spec(*shape: int) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(shape, dtype)
+
+    hd = d_model // heads
+    params = {"embed": spec(vocab, d_model), "ln_f": spec(d_model),
+              "layers": {"wq": spec(layers, d_model, heads * hd), "wk": spec(layers, d_model, kv_heads * hd),
+                         "wv": spec(layers, d_model, kv_heads * hd), "wo": spec(layers, heads * hd, d_model),
+                         "w1": spec(layers, d_model, d_ff), "w3": spec(layers, d_model, d_ff),
+                         "w2": spec(layers, d_ff, d_model), "ln1": spec(layers, d_model), "ln2": spec(layers, d_model)}}
+    tokens = jax.ShapeDtypeStruct((batch, seq + 1), jnp.int32)
+
+    def layer(x: jax.Array, p: dict[str, jax.Array]) -> tuple[jax.Array, None]:
+        x = x + gqa_attention(rms_norm(x, p["ln1"]), p, heads, kv_heads)
+        return x + swiglu(rms_norm(x, p["ln2"]), p["w1"], p["w3"], p["w2"]), None
+
+    def loss_fn(params: dict[str, Any], tokens: jax.Array) -> jax.Array:
+        x, _ = jax.lax.scan(jax.checkpoint(layer), params["embed"][tokens[:, :-1]], params["layers"])
+        return lm_loss(x, params, tokens)
+
+    def train_step(params: dict[str, Any], opt: dict[str, Any], tokens: jax.Array) -> tuple[Any, Any, jax.Array]:
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+        return (*adam(params, opt, grads), loss)
+
+    return train_step, (params, {"m": params, "v": params}, tokens)
