@@ -143,6 +143,51 @@ def compare(script: str = typer.Argument(..., help="a Python file defining `mode
         console.print(f"plot written to {result.plot(plot)}")
 
 
+@app.command()
+def serve(model: str = typer.Option("llama3-8b", help="llama3-8b, llama3-70b or llama3.2-1b (Llama-shaped configs)"),
+          device: str = typer.Option("v5e-8", help="chip, slice or GPU node (tensor parallel over its devices)"),
+          batches: str = typer.Option("1,8,32,128", help="comma-separated batch sizes"),
+          prompt: int = typer.Option(1024, help="prompt length (tokens)"),
+          gen: int = typer.Option(256, help="tokens generated per sequence"),
+          tpot_ms: float = typer.Option(None, help="latency target per output token, ms: report the largest batch "
+                                                    "meeting it"),
+          json_out: str = typer.Option(None, "--json", help="write the table as JSON here ('-': stdout)")) -> None:
+    """LLM serving: time to first token, time per output token and tokens/s against batch size."""
+    from tpusim.comparison import devices_of
+    from tpusim.models.llama import CONFIGS
+    from tpusim.serving import serve as run_serve
+
+    if model.lower() not in CONFIGS:
+        _usage(f"--model {model}: choose one of {', '.join(CONFIGS)}")
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        _usage(f"--batches {batches}: give comma-separated positive integers, e.g. 1,8,32")
+    if not sizes or any(b <= 0 for b in sizes) or prompt <= 0 or gen <= 0 or (tpot_ms is not None and tpot_ms <= 0):
+        _usage("batch sizes, --prompt, --gen and --tpot-ms must be positive")
+    try:
+        devices_of(device)
+    except TpusimError as e:
+        _usage(f"--device: {e}")
+    try:
+        with console.status(f"compiling prefill and decode for {len(sizes)} batch sizes..."):
+            report = run_serve(model, device, sizes, prompt, gen)
+    except TpusimError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    if json_out:
+        text = report.to_pandas().to_json(orient="index", indent=1)
+        if json_out == "-":
+            typer.echo(text)
+            return
+        open(json_out, "w").write(text)
+    console.print(report.table())
+    console.print(f"KV cache room beside the weights: {report.kv_capacity_tokens:,} token positions per device; "
+                  f"largest batch that fits: {report.largest_batch()}")
+    if tpot_ms is not None:
+        console.print(f"largest batch within {tpot_ms:g} ms per output token: {report.largest_batch(tpot_ms / 1e3)}")
+
+
 def _usage(message: str) -> None:
     """A command-line mistake: one line, exit code 2, before any work."""
     console.print(f"[red]usage error:[/red] {message}")

@@ -84,6 +84,17 @@ class ProgramBuilder:
     def _hbm(self, values: list[Value]) -> int:
         return _hbm([v for v in values if not self.resident(v) and v.memory != "host"])
 
+    def _in_place_saving(self, ops: list[Op], inputs: list[Value], outputs: list[Value]) -> int:
+        """HBM bytes a dynamic-update-slice does not move: it writes its block into the
+        operand's buffer (XLA updates in place: a KV cache, a scan's stacked results), so neither
+        the whole operand is read nor the whole result written, only the block."""
+        ins, outs = {v.id for v in inputs}, {v.id for v in outputs}
+        saved = 0
+        for o in ops:
+            if o.prim == "dynamic_update_slice" and o.inputs[0].id in ins and o.outputs[0].id in outs:
+                saved += self._hbm([o.inputs[0], o.outputs[0]]) - self._hbm([o.inputs[1]])
+        return max(0, saved)
+
     def _name(self, kind: str, scope: str) -> str:
         scope = scope.split("/")[-1] if scope else ""
         name = f"{scope}/{kind}.{self.count}" if scope else f"{kind}.{self.count}"
@@ -109,6 +120,7 @@ class ProgramBuilder:
         # What leaves the kernel is the fusion's outputs (the epilogue's result, not the raw
         # product it consumed in VMEM), each written once.
         side = self._hbm(extra_in) + self._hbm(list(op.outputs))
+        side -= min(side, self._in_place_saving(fused.ops, list(op.inputs), list(op.outputs)))
         if self.resident(lhs_v):
             lhs_t = 0
         if self.resident(rhs_v):
@@ -163,6 +175,7 @@ class ProgramBuilder:
                            "out" if v in op.outputs else "in") for v in values]
         counts = _fused_counts(op)
         hbm = self._hbm(values)
+        hbm -= min(hbm, self._in_place_saving(fused.ops, list(op.inputs), list(op.outputs)))
         counts.bytes = float(hbm)
         vpu_ops = [o.prim for o in fused.ops if category_of(o.prim) is not Category.MOVEMENT]
         steps = [
@@ -192,6 +205,7 @@ class ProgramBuilder:
             kind = {Category.WINDOW: "window", Category.GATHER: "gather", Category.RANDOM: "random",
                     Category.COLLECTIVE: "collective", Category.TRANSFER: "transfer"}.get(cat, "movement")  # type: ignore[arg-type]
             hbm = self._hbm(ins) + self._hbm(list(op.outputs))
+            hbm -= min(hbm, self._in_place_saving([op], ins, list(op.outputs)))
             grid, axes = (1,), ("i",)
             if kind in ("window", "movement"):
                 # Pooling, transposes, pads, slices and concatenations stream through VMEM in

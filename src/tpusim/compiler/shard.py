@@ -728,6 +728,28 @@ def _tile(p: _Partitioner, op: Op) -> Plan:
     return [keep], [Sharding(dims)], dict(op.params)
 
 
+def _dynamic_update_slice(p: _Partitioner, op: Op) -> Plan:
+    """Writing a block into an array (a KV cache, a scan's stacked results): dimensions the block
+    covers whole keep their split on both; the others are whole. The start indices are scalars."""
+    operand, update = op.inputs[0], op.inputs[1]
+    src = _without_partial(_current(p, operand))
+    dims = tuple(d if update.shape[i] == operand.shape[i] else () for i, d in enumerate(src.dims))
+    sh = Sharding(dims)
+    return [sh, sh] + [Sharding.replicated(len(v.shape)) for v in op.inputs[2:]], [sh], dict(op.params)
+
+
+def _dynamic_slice(p: _Partitioner, op: Op) -> Plan:
+    """Reading a block: dimensions read whole keep their split."""
+    operand = op.inputs[0]
+    src = _without_partial(_current(p, operand))
+    sizes = tuple(op.params["slice_sizes"])
+    dims = tuple(d if sizes[i] == operand.shape[i] else () for i, d in enumerate(src.dims))
+    sh = Sharding(dims)
+    local = p.local_shape(operand.shape, sh)
+    params = dict(op.params, slice_sizes=tuple(local[i] if dims[i] else sizes[i] for i in range(len(dims))))
+    return [sh] + [Sharding.replicated(len(v.shape)) for v in op.inputs[1:]], [sh], params
+
+
 def _scan(p: _Partitioner, op: Op) -> Plan | None:
     """Shard a scan's body like any graph: consts and carries keep their shardings (a carry's
     result is resharded to its starting sharding at the end of each iteration), xs and ys are
@@ -786,6 +808,8 @@ _RULES = {
     "select_and_scatter_add": _window,
     "select_and_gather_add": _window,
     "gather": _gather,
+    "dynamic_update_slice": _dynamic_update_slice,
+    "dynamic_slice": _dynamic_slice,
     "scatter-add": _scatter_add,
     "scatter_add": _scatter_add,
 }
