@@ -17,7 +17,7 @@ from tpusim.cli import app
 from tpusim.comparison import compare
 from tpusim.errors import TpusimError
 from tpusim.hardware.prices import price_of
-from tpusim.models.zoo import classic_cnn, llama_train_step_shapes, lstm_text_model
+from tpusim.models.zoo import classic_cnn, llama_train_step_shapes, lstm_text_model, vgg16_transfer
 
 S = jax.ShapeDtypeStruct
 SIX = ["v5e", "v6e", "v5p", "h100", "a100", "cpu"]
@@ -26,12 +26,13 @@ COLUMNS = {"chip", "chips", "step_s", "throughput", "mfu", "peak_hbm_gib", "hbm_
 
 
 @pytest.mark.parametrize("make,arg", [(classic_cnn, S((128, 28, 28, 1), jnp.float32)),
-                                      (lstm_text_model, S((64, 20), jnp.int32))])
+                                      (lstm_text_model, S((64, 20), jnp.int32)),
+                                      (vgg16_transfer, S((32, 224, 224, 3), jnp.float32))])
 def test_source_document_models_on_six_devices(make, arg):
     frame = compare(make(), arg, devices=SIX).to_pandas()
     assert list(frame.index) == SIX and COLUMNS <= set(frame.columns)
     assert (frame.step_s > 0).all() and frame.fits.all()
-    assert np.allclose(frame.throughput * frame.step_s, arg.shape[0])
+    assert np.allclose(frame.throughput * frame.step_s, arg.shape[0])  # throughput is per second
     priced = frame.dropna(subset=["usd_per_hour"])
     assert set(priced.index) == {"v5e", "v6e", "v5p", "h100", "a100"}
     assert np.allclose(priced.usd_per_million, priced.usd_per_hour / 3600 * priced.step_s / arg.shape[0] * 1e6)
