@@ -43,7 +43,7 @@ def test_source_document_models_on_six_devices(make, arg):
 def test_llama_step_compares_and_prices_can_be_overridden():
     fn, args = llama_train_step_shapes(layers=2, d_model=256, heads=4, kv_heads=2, d_ff=512, vocab=1024, seq=128,
                                        batch=8)
-    c = compare(fn, *args, devices=["v5e", "h100", "v4"], items_per_step=8 * 128, unit="tokens",
+    c = compare(fn, *args, devices=SIX, items_per_step=8 * 128, unit="tokens",
                 prices={"h100": 2.99}, donate_argnums=(0, 1))
     frame = c.sorted("usd_per_million").to_pandas()
     assert frame.loc["h100", "usd_per_hour"] == pytest.approx(2.99)
