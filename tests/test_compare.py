@@ -47,7 +47,9 @@ def test_llama_step_compares_and_prices_can_be_overridden():
                 prices={"h100": 2.99}, donate_argnums=(0, 1))
     frame = c.sorted("usd_per_million").to_pandas()
     assert frame.loc["h100", "usd_per_hour"] == pytest.approx(2.99)
-    assert list(frame.usd_per_million) == sorted(frame.usd_per_million)
+    priced = list(frame.usd_per_million.dropna())
+    assert priced == sorted(priced) and np.isnan(frame.loc["cpu", "usd_per_million"])  # unpriced rows last
+    assert list(frame.index)[-1] == "cpu"
     with pytest.raises(TpusimError, match="price override"):
         compare(fn, *args, devices=["h100"], prices={"h100": -1.0})
 
