@@ -3,6 +3,8 @@ tensor-parallel on four, and the TTFT / TPOT / throughput tables against batch s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,3 +72,52 @@ def test_serving_mistakes():
     for bad in (["--batches", "1,x"], ["--model", "gpt5"], ["--device", "v9"], ["--prompt", "0"]):
         out = runner.invoke(app, ["serve", *bad])
         assert out.exit_code == 2 and "usage error" in out.output, (bad, out.output)
+
+
+def test_serve_steps_takes_any_prefill_and_decode_functions():
+    """A user's own LM (an embedding + one dense layer with a running state as its 'cache')."""
+    from tpusim.serving import Steps, serve_steps
+
+    V, D = 512, 256
+
+    def prefill(w, state, tokens):
+        h = jnp.tanh(w["emb"][tokens].sum(1) @ w["mix"])
+        return h @ w["emb"].T, state + h
+
+    def decode(w, state, tokens):
+        h = jnp.tanh((w["emb"][tokens[:, 0]] + state) @ w["mix"])
+        return h @ w["emb"].T, state + h
+
+    w = {"emb": jax.ShapeDtypeStruct((V, D), jnp.float32), "mix": jax.ShapeDtypeStruct((D, D), jnp.float32)}
+
+    def args(b):
+        state = jax.ShapeDtypeStruct((b, D), jnp.float32)
+        return (w, state, jax.ShapeDtypeStruct((b, 64), jnp.int32)), (w, state, jax.ShapeDtypeStruct((b, 1), jnp.int32))
+
+    r = serve_steps(Steps(prefill, decode, args, donate=(1,)), "v5e", [1, 16], name="toy")
+    assert [row.batch for row in r.rows] == [1, 16] and all(row.fits for row in r.rows)
+    assert r.rows[1].kv_cache_gib == pytest.approx(16 * D * 4 / 2**30)
+    assert r.rows[0].weights_gib == pytest.approx((V * D + D * D) * 4 / 2**30)
+
+
+def test_classic_model_latency_against_batch():
+    """The TPU v1 paper's MLP0 shape: weight-bound, so larger batches raise throughput at
+    nearly the same latency (its paper's point: batch as large as the response-time limit lets)."""
+    from tpusim.serving import latency_vs_batch
+
+    ws = [jax.ShapeDtypeStruct((2000, 2000), jnp.float32)] * 5
+
+    def mlp0(x, ws):
+        for w in ws:
+            x = jax.nn.relu(x @ w)
+        return x
+
+    r = latency_vs_batch(mlp0, jax.ShapeDtypeStruct((200, 2000), jnp.float32), ws, device="v1", batches=[16, 200, 4000])
+    small, mid, big = r.rows
+    assert small.items_per_s < mid.items_per_s < big.items_per_s
+    assert mid.latency_s < 2 * small.latency_s and big.latency_s > mid.latency_s
+    assert r.largest_batch() == 4000 and r.largest_batch(mid.latency_s * 1.01) == 200
+    script = str(Path(__file__).parent.parent / "examples" / "mlp0_script.py")
+    out = CliRunner().invoke(app, ["serve", "--script", script, "--device", "v1", "--batches",
+                                   "16,200", "--latency-ms", "7"])
+    assert out.exit_code == 0 and "largest batch within 7 ms: 200" in out.output, out.output

@@ -151,24 +151,46 @@ def serve(model: str = typer.Option("llama3-8b", help="llama3-8b, llama3-70b or 
           gen: int = typer.Option(256, help="tokens generated per sequence"),
           tpot_ms: float = typer.Option(None, help="latency target per output token, ms: report the largest batch "
                                                     "meeting it"),
+          script: str = typer.Option(None, help="a classic model instead (a FILE.py defining `model` and `inputs`): "
+                                                "latency and throughput against batch size"),
+          latency_ms: float = typer.Option(None, help="with --script: the response-time limit, ms"),
           json_out: str = typer.Option(None, "--json", help="write the table as JSON here ('-': stdout)")) -> None:
-    """LLM serving: time to first token, time per output token and tokens/s against batch size."""
+    """LLM serving: time to first token, time per output token and tokens/s against batch size
+    (or, with --script, a classic model's latency against batch size)."""
     from tpusim.comparison import devices_of
     from tpusim.models.llama import CONFIGS
-    from tpusim.serving import serve as run_serve
+    from tpusim.serving import latency_vs_batch, serve as run_serve
 
-    if model.lower() not in CONFIGS:
+    if script is None and model.lower() not in CONFIGS:
         _usage(f"--model {model}: choose one of {', '.join(CONFIGS)}")
     try:
         sizes = [int(b) for b in batches.split(",") if b.strip()]
     except ValueError:
         _usage(f"--batches {batches}: give comma-separated positive integers, e.g. 1,8,32")
-    if not sizes or any(b <= 0 for b in sizes) or prompt <= 0 or gen <= 0 or (tpot_ms is not None and tpot_ms <= 0):
-        _usage("batch sizes, --prompt, --gen and --tpot-ms must be positive")
+    if not sizes or any(b <= 0 for b in sizes) or prompt <= 0 or gen <= 0 or any(
+            t is not None and t <= 0 for t in (tpot_ms, latency_ms)):
+        _usage("batch sizes, --prompt, --gen, --tpot-ms and --latency-ms must be positive")
     try:
         devices_of(device)
     except TpusimError as e:
         _usage(f"--device: {e}")
+    if script is not None:
+        from tpusim.frontend.script import load_model_script
+
+        try:
+            classic, inputs, options = load_model_script(script)
+            with console.status(f"compiling for {len(sizes)} batch sizes..."):
+                latency = latency_vs_batch(classic, *inputs, device=device, batches=sizes, precision=options["precision"])
+        except TpusimError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from None
+        if json_out == "-":
+            typer.echo(latency.to_pandas().to_json(orient="index", indent=1))
+            return
+        console.print(latency.table(f"{script} on {device}: latency against batch (estimates)"))
+        if latency_ms is not None:
+            console.print(f"largest batch within {latency_ms:g} ms: {latency.largest_batch(latency_ms / 1e3)}")
+        return
     try:
         with console.status(f"compiling prefill and decode for {len(sizes)} batch sizes..."):
             report = run_serve(model, device, sizes, prompt, gen)
