@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tpusim.compiler import allocate, assign_precision, canonicalize, emit_program, fuse
@@ -83,6 +84,11 @@ class Compiled:
                 raise InputMismatchError(
                     f"argument {i} has shape {tuple(arr.shape)} but {self.name} was compiled for {tuple(spec.shape)}; "
                     "compile again with an example of the new shape")
+            if not isinstance(x, (bool, int, float)) and _kind(arr.dtype) != _kind(spec.dtype):
+                raise InputMismatchError(
+                    f"argument {i} is {arr.dtype} but {self.name} was compiled for {np.dtype(spec.dtype)}; pass "
+                    f"{_kind(spec.dtype)} data (a different width, such as float64 for float32, is converted as JAX "
+                    "does) or compile again with an example of this type")
             arrays.append(arr.astype(spec.dtype, copy=False))
         if self.distribution is not None:
             outs = self._run_sharded(arrays, strict)
@@ -327,6 +333,15 @@ def _shard_map_mesh(graph: Graph, system: Any, chip: Chip) -> dict[str, int] | N
                             f"{where}: compile for a slice of {n} devices (device='{chip.name}-<size>') or pass a "
                             "mesh= that names every device")
     return mesh
+
+
+def _kind(dtype: Any) -> str:
+    """The family a dtype belongs to: arguments may change width within it, not across it."""
+    for family, name in ((jnp.bool_, "boolean"), (jnp.complexfloating, "complex"), (jnp.floating, "floating-point"),
+                         (jnp.integer, "integer")):
+        if jnp.issubdtype(dtype, family):
+            return name
+    return str(dtype)
 
 
 def _single_chip_system(chip: Chip) -> Any:

@@ -36,6 +36,8 @@ def demo(device: str = typer.Option("v4", help="chip name or chip YAML path"),
     """Compile and run the classic CNN on a simulated TPU and check it against JAX."""
     from tpusim.demo import run_demo
 
+    if batch <= 0:
+        _usage(f"--batch must be positive, got {batch}")
     try:
         result = run_demo(device, batch, console)
     except TpusimError as e:
@@ -57,6 +59,10 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
     from tpusim.frontend.script import load_model_script
     from tpusim.report.estimate_tables import estimate_summary, ops_table
 
+    _writable(trace, "--trace")
+    _writable(roofline, "--roofline")
+    if top < 0:
+        _usage(f"--top must be 0 (all) or more, got {top}")
     try:
         with console.status(f"loading {script}..."):
             model, inputs, options = load_model_script(script)
@@ -94,6 +100,8 @@ def compare(script: str = typer.Argument(..., help="a Python file defining `mode
     from tpusim.comparison import DeviceRow, compare as run_compare, devices_of
     from tpusim.frontend.script import load_model_script
 
+    for path, option in ((plot, "--plot"), (json_out, "--json"), (csv_out, "--csv")):
+        _writable(path, option)
     names = [d.strip() for d in devices.split(",") if d.strip()]
     if not names:
         _usage("--devices is empty: give chips, e.g. --devices v5e,h100")
@@ -161,6 +169,7 @@ def serve(model: str = typer.Option("llama3-8b", help="llama3-8b, llama3-70b or 
     from tpusim.models.llama import CONFIGS
     from tpusim.serving import latency_vs_batch, serve as run_serve
 
+    _writable(json_out, "--json")
     if script is None and model.lower() not in CONFIGS:
         _usage(f"--model {model}: choose one of {', '.join(CONFIGS)}")
     try:
@@ -208,6 +217,19 @@ def serve(model: str = typer.Option("llama3-8b", help="llama3-8b, llama3-70b or 
                   f"largest batch that fits: {report.largest_batch()}")
     if tpot_ms is not None:
         console.print(f"largest batch within {tpot_ms:g} ms per output token: {report.largest_batch(tpot_ms / 1e3)}")
+
+
+def _writable(path: str | None, option: str) -> None:
+    """An output file must be writable where asked (checked before the work, not after it)."""
+    if path is None or path == "-":
+        return
+    from pathlib import Path
+
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        _usage(f"{option} {path}: the folder {parent} does not exist")
+    if Path(path).is_dir():
+        _usage(f"{option} {path}: that is a folder; give a file name")
 
 
 def _usage(message: str) -> None:
@@ -320,6 +342,9 @@ def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt
 
     from tpusim.distribute.scaling import check_chip_counts, default_chip_counts, plot_scaling, scaling_curve
 
+    _writable(plot, "--plot")
+    if batch_per_chip is not None and batch_per_chip <= 0:
+        _usage(f"--batch-per-chip must be positive, got {batch_per_chip}")
     try:
         counts = [int(c) for c in chips.split(",") if c.strip()] if chips else default_chip_counts(device)
     except ValueError:

@@ -205,6 +205,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         if not (cost < saved or (group.kind != "loop" and not fresh and cost <= saved * MXU_OPERAND_TIE)):
             return
         for u in op.inputs:
+            pull(group, u)  # deferred inputs are computed here, before the op that reads them
             recompute(group, u)
         group.ops.append(op)
         group.local.update(o.id for o in op.outputs)

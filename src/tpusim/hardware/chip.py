@@ -27,12 +27,25 @@ class Sourced(BaseModel):
     source: str = Field(min_length=1)
     note: str | None = None
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _a_number(cls, v: object) -> object:
+        if isinstance(v, bool):  # YAML's true/false would pass as 1/0
+            raise ValueError(f"must be a number, got {v}")
+        return v
+
     @field_validator("value")
     @classmethod
     def _finite_positive(cls, v: float) -> float:
         if not v > 0 or v != v or v == float("inf"):
             raise ValueError("must be a finite positive number")
+        if v > 1e12:  # no chip fact is this large (HBM in GiB, bandwidth in GB/s, ...): a typo
+            raise ValueError(f"{v:g} is implausibly large for a chip fact (check the unit)")
         return v
+
+
+_COUNTS = ("tensorcores_per_chip", "mxus_per_core", "mxu_rows", "mxu_cols", "sm_count", "vpu_sublanes", "vpu_lanes",
+           "vpu_alus_per_lane", "ici_links_per_chip", "pod_max_chips", "chips_per_host")
 
 
 class Chip(BaseModel):
@@ -105,6 +118,10 @@ class Chip(BaseModel):
                         f"{field_name}.source '{src}' is not a key of 'sources' "
                         f"(known: {', '.join(sorted(self.sources))}); cite it or write 'derived: ...'"
                     )
+        for f in _COUNTS:  # units the hardware has a whole number of
+            val = getattr(self, f)
+            if val is not None and (val.value != int(val.value) or val.value < 1):
+                raise ValueError(f"{f} must be a whole number of at least 1, got {val.value:g}")
         if self.kind == "tpu":
             for f in ("tensorcores_per_chip", "mxus_per_core", "mxu_rows", "mxu_cols", "clock_mhz", "vmem_mib_per_core"):
                 if getattr(self, f) is None:
@@ -204,6 +221,9 @@ def _load_chip_cached(path_str: str) -> Chip:
         data = yaml.safe_load(path.read_text())
     except OSError as e:
         raise ChipConfigError(f"cannot read chip file {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ChipConfigError(f"chip file {path} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                              "save it as a UTF-8 YAML file") from None
     except yaml.YAMLError as e:
         raise ChipConfigError(f"chip file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
