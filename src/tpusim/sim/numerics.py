@@ -189,4 +189,11 @@ def run_program(program: Program, args: list[Any], strict: bool = False, as_nump
     for kernel in program.kernels:
         run_kernel(kernel, env, strict)
     outs = [_read(env, v) for v in program.outputs]
-    return [np.asarray(o) for o in outs] if as_numpy else outs
+    return [_to_numpy(o) for o in outs] if as_numpy else outs
+
+
+def _to_numpy(x: Any) -> Any:
+    """A NumPy array, except a typed PRNG key (flax.nnx's Rngs state), which stays a JAX key."""
+    if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
+        return x
+    return np.asarray(x)
