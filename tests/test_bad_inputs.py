@@ -60,3 +60,21 @@ def test_command_line_mistakes_exit_2_before_any_work(args):
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 2, out.output
     assert "Traceback" not in out.output
+
+
+def test_results_as_data_and_a_short_repr(tmp_path):
+    import json
+
+    c = tpusim.compile(lambda x: jnp.tanh(x @ x), jnp.ones((256, 256)), device="v5e")
+    assert len(repr(c)) < 200 and "v5e" in repr(c) and "kernels" in repr(c)
+    est = c.estimate()
+    d = est.to_dict()
+    assert d["time_s"] == est.time_s and json.dumps(d)
+    frame = est.to_pandas()
+    assert len(frame) == len(est.ops) and frame.time_s.sum() == pytest.approx(est.time_s)
+    assert "<table>" in c._repr_html_() and "<table>" in est._repr_html_()
+    out = CliRunner().invoke(app, ["run", SCRIPT, "--json", "-"])
+    assert out.exit_code == 0 and json.loads(out.output)["summary"]["time_s"] > 0
+    path = tmp_path / "k.csv"
+    assert CliRunner().invoke(app, ["run", SCRIPT, "--csv", str(path)]).exit_code == 0
+    assert path.read_text().startswith("kernel,kind,time_s")

@@ -62,6 +62,19 @@ class Compiled:
     distribution: Distribution | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for k in self.program.kernels:
+            kinds[k.kind] = kinds.get(k.kind, 0) + 1
+        where = self.distribution.system.name if self.distribution is not None else self.chip.name
+        return (f"Compiled({self.name} for {where}: {len(self.program.kernels)} kernels "
+                f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))}), "
+                f"peak HBM {self.program.peak_hbm_bytes / 2**20:.1f} MiB, precision {self.precision})")
+
+    def _repr_html_(self) -> str:
+        """Notebooks: the summary and the estimate."""
+        return f"<p><code>{_escape(repr(self))}</code></p>" + self.estimate()._repr_html_()
+
     # ---- running ---------------------------------------------------------------------------
     def run(self, *args: Any, strict: bool = False) -> Any:
         """Execute the compiled program; outputs are NumPy arrays in the function's structure.
@@ -333,6 +346,12 @@ def _shard_map_mesh(graph: Graph, system: Any, chip: Chip) -> dict[str, int] | N
                             f"{where}: compile for a slice of {n} devices (device='{chip.name}-<size>') or pass a "
                             "mesh= that names every device")
     return mesh
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 def _kind(dtype: Any) -> str:

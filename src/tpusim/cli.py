@@ -53,7 +53,9 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
         precision: str = typer.Option(None, help="default | high | highest (overrides the script)"),
         trace: str = typer.Option(None, help="write a Chrome/Perfetto trace JSON here"),
         roofline: str = typer.Option(None, help="write a roofline PNG here"),
-        top: int = typer.Option(25, help="kernels to list (0: all)")) -> None:
+        top: int = typer.Option(25, help="kernels to list (0: all)"),
+        json_out: str = typer.Option(None, "--json", help="write the summary and every kernel as JSON here ('-': stdout)"),
+        csv_out: str = typer.Option(None, "--csv", help="write every kernel as CSV here ('-': stdout)")) -> None:
     """Compile a user's model script for a chip and print where the time goes."""
     from tpusim.api import compile as tpu_compile
     from tpusim.frontend.script import load_model_script
@@ -61,6 +63,8 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
 
     _writable(trace, "--trace")
     _writable(roofline, "--roofline")
+    _writable(json_out, "--json")
+    _writable(csv_out, "--csv")
     if top < 0:
         _usage(f"--top must be 0 (all) or more, got {top}")
     try:
@@ -73,6 +77,19 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
     except TpusimError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
+    if json_out or csv_out:
+        import json
+
+        frame = est.to_pandas()
+        for path, text in ((json_out, json.dumps({"summary": est.to_dict(), "kernels": frame.to_dict("records")},
+                                                 indent=1, default=float) if json_out else ""),
+                           (csv_out, frame.to_csv(index=False) if csv_out else "")):
+            if path == "-":
+                typer.echo(text)
+            elif path:
+                open(path, "w").write(text)
+        if "-" in (json_out, csv_out):
+            return
     console.print(ops_table(est, limit=top or None))
     console.print(estimate_summary(est, f"{compiled.name} on {compiled.chip.display_name} (precision {compiled.precision})"))
     if trace:

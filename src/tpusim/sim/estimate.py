@@ -74,6 +74,37 @@ class Estimate:
     def top_ops(self, n: int = 5) -> list[KernelTime]:
         return sorted(self.ops, key=lambda o: -o.time_s)[:n]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The step's totals as plain numbers (JSON-ready)."""
+        out: dict[str, Any] = {
+            "device": self.device, "time_s": self.time_s, "flops": self.flops, "tflops": self.tflops,
+            "hbm_bytes": self.hbm_bytes, "peak_hbm_bytes": self.peak_hbm_bytes,
+            "mxu_utilization": self.mxu_utilization, "hbm_utilization": self.hbm_utilization,
+            "communication_s": self.communication_s, "exposed_communication_s": self.exposed_communication_s,
+            "matrix_unit": self.matrix_unit, "time_by_bound_s": self.time_by_bound()}
+        if self.energy is not None:
+            out.update(energy_j=self.energy.joules, average_w=self.energy.average_w, energy_basis=self.energy.basis)
+        return out
+
+    def to_pandas(self) -> Any:
+        """One row per kernel (loops as one row each): name, kind, time, FLOPs, bytes, bound."""
+        import pandas as pd
+
+        return pd.DataFrame([{"kernel": o.name, "kind": o.kind, "time_s": o.time_s, "flops": o.flops, "bytes": o.bytes,
+                              "bound": o.bound, "mxu_s": o.mxu_s, "vpu_s": o.vpu_s, "dma_s": o.dma_s,
+                              "overhead_s": o.overhead_s, "comm_s": o.comm_s, "hidden_s": o.hidden_s,
+                              "where": o.where} for o in self.ops])
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in self.to_dict().items() if not isinstance(v, dict))
+        top = "".join(f"<tr><td>{html.escape(o.name)}</td><td>{o.time_s * 1e6:.1f} us</td><td>{o.bound}</td></tr>"
+                      for o in self.top_ops(5))
+        return (f"<table><caption>estimate on {html.escape(self.device)}</caption>{rows}</table>"
+                f"<table><caption>top kernels</caption>{top}</table>")
+
     def __repr__(self) -> str:
         return (f"Estimate({self.device}: {self.time_s * 1e3:.3f} ms, {self.tflops:.1f} TFLOP/s, "
                 f"{self.matrix_unit} {self.mxu_utilization:.1%}, HBM {self.hbm_bytes / 1e9:.3f} GB, peak {self.peak_hbm_bytes / 2**20:.1f} MiB)")
