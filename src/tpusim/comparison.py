@@ -18,7 +18,7 @@ from typing import Any
 import jax
 
 from tpusim.api import compile as tpu_compile
-from tpusim.errors import OutOfMemoryError, SliceConfigError, TpusimError, UnknownDeviceError
+from tpusim.errors import OutOfMemoryError, TpusimError
 from tpusim.hardware.chip import Chip, resolve_device
 from tpusim.hardware.prices import price_of
 
@@ -133,7 +133,7 @@ def _smallest_fit(fn: Any, args: tuple, chip: Chip, kw: dict[str, Any]) -> str:
             name = slice_name(chip.name, chips)
             _compile(fn, args, name, kw)
             return name
-        except (OutOfMemoryError, SliceConfigError, UnknownDeviceError, TpusimError):
+        except TpusimError:  # out of memory, or not a size the generation offers
             continue
     return f"none up to {_FIT_SEARCH[-1]} chips"
 
