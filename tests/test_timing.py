@@ -170,3 +170,25 @@ def test_tpu_v1_keeps_activations_in_its_unified_buffer_and_streams_int8_weights
     assert est.hbm_bytes < weights + 2 * 200 * 2048 * 4  # weights once, plus the program's input and output
     tops = 2 * 5 * 200 * 2000 * 2000 / est.time_s / 1e12
     assert 7 < tops <= 12.3 * 1.1, tops
+
+
+def test_v4_places_short_lived_buffers_in_cmem():
+    """TPU v4's 128 MiB CMEM: an intermediate that fits for its whole life lives there (its
+    write and read skip HBM and run at CMEM's bandwidth); one larger than CMEM, and the
+    program's own inputs and outputs, stay in HBM. v5e has no CMEM."""
+    def chain(x):
+        return jnp.tanh(jnp.sin(x) * 2.0) + 1.0
+
+    small = jax.ShapeDtypeStruct((4096, 4096), jnp.float32)  # 64 MiB intermediate
+    big = jax.ShapeDtypeStruct((8192, 8192), jnp.float32)  # 256 MiB: does not fit
+    for shape, placed in ((small, True), (big, False)):
+        prog = tpusim.compile(lambda x: jnp.sort(chain(x), axis=0), shape, device="v4").program
+        moved = sum(k.cmem_read_bytes + k.cmem_write_bytes for k in prog.all_kernels())
+        assert (moved > 0) is placed, shape
+        io = {v.id for v in [*prog.inputs, *prog.outputs]}
+        for k in prog.all_kernels():
+            if k.cmem_read_bytes or k.cmem_write_bytes:
+                assert k.hbm_bytes + k.cmem_read_bytes + k.cmem_write_bytes == sum(k.traffic.values())
+                assert not io & {v.id for v in k.outputs if v.id in k.traffic and k.cmem_write_bytes}
+    v5e = tpusim.compile(lambda x: jnp.sort(chain(x), axis=0), small, device="v5e").program
+    assert not any(k.cmem_read_bytes or k.cmem_write_bytes for k in v5e.all_kernels())

@@ -15,6 +15,7 @@ import numpy as np
 
 from tpusim.compiler import allocate, assign_precision, canonicalize, emit_program, fuse
 from tpusim.compiler.allocate import kernel_at_peak
+from tpusim.compiler.cmem import assign_cmem
 from tpusim.compiler.attention import score_shapes
 from tpusim.compiler.precision import USER_PRECISIONS
 from tpusim.compiler.remat import rematerialize
@@ -310,6 +311,8 @@ def compile(
         program = build(fused) if remat.values else program
     allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name, remat.bytes if remat else 0)
     program.remat = remat
+    if chip.cmem_mib is not None:  # v4: short-lived buffers in CMEM (timing only)
+        assign_cmem(program, int(chip.cmem_mib.value * 2**20))
     stage("allocate", t)
     return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings,
                     distribution)

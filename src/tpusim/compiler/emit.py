@@ -84,6 +84,15 @@ class ProgramBuilder:
     def _hbm(self, values: list[Value]) -> int:
         return _hbm([v for v in values if not self.resident(v) and v.memory != "host"])
 
+    def _traffic(self, values: list[Value]) -> dict[int, int]:
+        """HBM bytes moved per value id, each of `values` read or written once."""
+        out: dict[int, int] = {}
+        for v in values:
+            b = self._hbm([v])
+            if b:
+                out[v.id] = out.get(v.id, 0) + b
+        return out
+
     def _in_place_saving(self, ops: list[Op], inputs: list[Value], outputs: list[Value]) -> int:
         """HBM bytes a dynamic-update-slice does not move: it writes its block into the
         operand's buffer (XLA updates in place: a KV cache, a scan's stacked results), so neither
@@ -154,8 +163,12 @@ class ProgramBuilder:
         counts = _fused_counts(op)
         hbm = lhs_t + rhs_t + side
         counts.bytes = float(hbm)
+        traffic = self._traffic(extra_in + list(op.outputs))
+        for v, t in ((lhs_v, lhs_t), (rhs_v, rhs_t)):
+            if t:
+                traffic[v.id] = traffic.get(v.id, 0) + t
         return Kernel(self._name(op.params["kind"], op.scope), op.params["kind"], op, list(op.inputs), list(op.outputs),
-                      plan.grid, ga, specs, steps, counts, hbm, op.where, plan)
+                      plan.grid, ga, specs, steps, counts, hbm, op.where, plan, traffic=traffic)
 
     def loop_kernel(self, op: Op) -> Kernel:
         fused = op.subgraphs["fused"]
@@ -184,7 +197,8 @@ class ProgramBuilder:
             Step("dma_out", f"{len(op.outputs)} output blocks", self._hbm(list(op.outputs)) // grid),
         ]
         return Kernel(self._name("fusion", op.scope), "loop", op, list(op.inputs), list(op.outputs),
-                      (grid,), ("i",), specs, steps, counts, hbm, op.where, megacore=megacore)
+                      (grid,), ("i",), specs, steps, counts, hbm, op.where, megacore=megacore,
+                      traffic=self._traffic(values))
 
     def single_kernel(self, op: Op) -> Kernel:
         cat = category_of(op.prim)
@@ -222,8 +236,9 @@ class ProgramBuilder:
         specs = [BlockSpec(v, v.shape, ("",) * len(v.shape)) for v in ins]
         specs += [BlockSpec(v, v.shape, ("",) * len(v.shape), "out") for v in op.outputs]
         counts.bytes = float(hbm)
+        traffic = {} if bodies else self._traffic(ins + list(op.outputs))
         return Kernel(self._name(kind, op.scope), kind, op, ins, list(op.outputs), grid, axes, specs, steps,  # type: ignore[arg-type]
-                      counts, hbm, op.where, None, bodies, megacore=megacore)
+                      counts, hbm, op.where, None, bodies, megacore=megacore, traffic=traffic)
 
 
 def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int,

@@ -87,6 +87,11 @@ class Chip(BaseModel):
     hbm_gib: Sourced
     hbm_bandwidth_gbps: Sourced
     vmem_mib_per_core: Sourced | None = None
+    # Common memory (TPU v4): an on-chip SRAM shared by the TensorCores that XLA places short-lived
+    # buffers in, so their traffic skips HBM. Read and write bandwidths per chip.
+    cmem_mib: Sourced | None = None
+    cmem_read_gbps: Sourced | None = None
+    cmem_write_gbps: Sourced | None = None
     l2_cache_mib: Sourced | None = None
 
     # Interconnect and system

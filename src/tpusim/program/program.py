@@ -107,6 +107,11 @@ class Kernel:
     # Whether the compiler partitions the kernel over a megacore chip's TensorCores (XLA does
     # for fusions, not for a lone unfused instruction).
     megacore: bool = True
+    # Bytes this kernel moves per value (value id -> reads, re-reads included, or writes): what
+    # a memory-space pass (compiler/cmem.py) takes off HBM when it places a value on chip.
+    traffic: dict[int, int] = field(default_factory=dict)
+    cmem_read_bytes: int = 0  # traffic to values placed in v4's CMEM (not counted in hbm_bytes)
+    cmem_write_bytes: int = 0
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # interpreter caches
 
     @property

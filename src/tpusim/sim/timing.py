@@ -20,7 +20,8 @@ pipeline fill and drain; a kernel of one step cannot overlap them (in, compute, 
   more (they go through a narrower unit).
 - DMA: the kernel's HBM bytes (tiling re-reads included) at the calibrated sustained fraction
   of the HBM bandwidth; on a megacore chip a kernel on one TensorCore gets its own (smaller)
-  calibrated fraction, not half of what both cores stream together.
+  calibrated fraction, not half of what both cores stream together. Traffic to buffers the
+  compiler placed in v4's CMEM (compiler/cmem.py) runs at CMEM's bandwidth, beside HBM's.
 - Reductions over the minor (lane) dim and windows along it also pay the reduce/permute unit.
 - floor: the fixed device time of any kernel (launch, scalar setup, first DMA round trip).
 The per-generation constants (floor, HBM efficiency for both and for one TensorCore, MXU
@@ -78,6 +79,17 @@ class TensorCoreTimer(DeviceTimer):
         if cores < self.cores:
             fraction = cores * (self.cal.one_core_hbm_fraction or self.cal.hbm_efficiency / self.cores)
         return nbytes / (self.bw * fraction) if nbytes else 0.0
+
+    def cmem_seconds(self, kernel: Kernel, cores: int) -> float:
+        """Time of the kernel's traffic to buffers in CMEM (v4): its own read and write paths,
+        concurrent with HBM; each TensorCore has its share, streamed at the same sustained
+        fraction as HBM (an assumption: CMEM has no public measurement)."""
+        if not (kernel.cmem_read_bytes or kernel.cmem_write_bytes) or self.chip.cmem_read_gbps is None:
+            return 0.0
+        share = cores / self.cores * self.cal.hbm_efficiency
+        write_bw = self.chip.cmem_write_gbps or self.chip.cmem_read_gbps
+        return (kernel.cmem_read_bytes / (self.chip.cmem_read_gbps.value * 1e9)
+                + kernel.cmem_write_bytes / (write_bw.value * 1e9)) / share
 
     def mxu_rate(self, plan: MxuPlan) -> tuple[float, str]:
         """(speed relative to the bf16 peak, label) for the kernel's operand type."""
@@ -180,7 +192,7 @@ class TensorCoreTimer(DeviceTimer):
             vpu_s += self.xlu_seconds(kernel, cores)
         elif kernel.kind == "loop":
             vpu_s += self.lane_reduce_seconds(kernel, cores)
-        dma_s = self.dma_seconds(kernel.hbm_bytes, cores)
+        dma_s = max(self.dma_seconds(kernel.hbm_bytes, cores), self.cmem_seconds(kernel, cores))
         steps = self.steps_per_core(kernel, cores)
         steady = max(mxu_s, vpu_s, dma_s)
         if steps > 1:  # double-buffered: engines overlap; one step's DMA fills and drains the pipe
