@@ -30,6 +30,7 @@ from tpusim.ir.graph import Graph
 from tpusim.program.program import Program
 from tpusim.sim.estimate import Estimate, estimate_program, timer_for
 from tpusim.sim.numerics import run_program
+from tpusim.sim.staged import run_staged
 
 
 @dataclass
@@ -79,7 +80,9 @@ class Compiled:
     # ---- running ---------------------------------------------------------------------------
     def run(self, *args: Any, strict: bool = False) -> Any:
         """Execute the compiled program; outputs are NumPy arrays in the function's structure.
-        `strict=True` walks every MXU grid step separately (slower, same arithmetic)."""
+        The program runs as one staged JAX function, compiled by XLA on the first call and
+        reused. `strict=True` interprets it kernel by kernel instead, walking every MXU grid
+        step separately (slower, same arithmetic)."""
         flat, tree = jax.tree.flatten(args)
         if tree != self.traced.in_tree:
             raise InputMismatchError(f"{self.name} was compiled for arguments structured as {self.traced.in_tree}, got {tree}")
@@ -106,8 +109,10 @@ class Compiled:
             arrays.append(arr.astype(spec.dtype, copy=False))
         if self.distribution is not None:
             outs = self._run_sharded(arrays, strict)
-        else:
+        elif strict:
             outs = run_program(self.program, arrays, strict)
+        else:  # one staged JAX function, compiled on the first run and kept
+            outs = run_staged(self.program, arrays, self._cache)
         return jax.tree.unflatten(self.traced.out_tree, outs)
 
     def _run_sharded(self, arrays: list[np.ndarray], strict: bool) -> list[np.ndarray]:

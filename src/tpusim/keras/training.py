@@ -2,8 +2,8 @@
 
 The training step is Keras's own pure JAX step, `model.train_step(state, data)` (the function
 Keras itself jits): loss, `jax.value_and_grad`, `optimizer.stateless_apply` and the metric
-updates. tpusim compiles it once per batch shape and runs every step in its numerics
-interpreter; the model's variables are written back at the end of each epoch (and on exit), so
+updates. tpusim compiles it once per batch shape and runs every step as its staged program (one
+XLA-compiled function, sim/staged.py); the model's variables are written back at the end of each epoch (and on exit), so
 frozen layers (`trainable = False`) stay bit-identical.
 """
 

@@ -1,9 +1,11 @@
 """Numerics interpreter: execute a Program kernel by kernel and return real outputs.
 
-- matmul/conv kernels: tpusim's own blocked MXU arithmetic (sim/mxu.py), following the
-  kernel's plan (precision, K blocks, taps); the fused prologue/epilogue runs on the VPU path.
+- matmul/conv kernels: the MXU's arithmetic (bf16-rounded operands, exact products, f32
+  accumulation, multi-pass splits, int8 on v1) as staged XLA operations (sim/mxu_jax.py), the
+  same as a staged run (sim/staged.py); with `strict`, tpusim's own NumPy walk of the plan's
+  grid steps and K blocks (sim/mxu.py), which differs only in the order of f32 additions.
   Depthwise convolutions, which the plan puts on the VPU, are f32 multiply-adds of operands
-  at the op's precision.
+  at the op's precision. The fused prologue/epilogue runs on the VPU path.
 - VPU work (fused elementwise/reduction kernels, epilogues, pooling, gathers, RNG): the f32 math
   of each primitive is evaluated with JAX's own CPU implementation of that primitive, one
   jit-compiled function per kernel (cached on the kernel), so the arithmetic of a fused kernel
@@ -22,6 +24,7 @@ from tpusim.ir.geometry import conv_geometry, dot_geometry
 from tpusim.ir.graph import Op, Value
 from tpusim.program.program import Kernel, MxuPlan, Program
 from tpusim.sim.mxu import conv_taps, matmul_blocks, to_bf16_f32
+from tpusim.sim.mxu_jax import mxu_product
 
 Env = dict[int, Any]
 
@@ -52,11 +55,12 @@ def ops_function(ops: list[Op], inputs: list[Value], outputs: list[Value]) -> Ca
     return jax.jit(run)
 
 
-def _dot(op: Op, kernel: Kernel, lhs: np.ndarray, rhs: np.ndarray, strict: bool) -> np.ndarray:
+def dot_product(op: Op, plan: MxuPlan, lhs: np.ndarray, rhs: np.ndarray, strict: bool) -> np.ndarray:
+    """A dot_general in the MXU's arithmetic, K walked in the plan's blocks (sim/mxu.py)."""
     g = dot_geometry(op)
     a = np.transpose(lhs, (*g.lhs_batch, *g.lhs_free, *g.lhs_contract)).reshape(g.B, g.M, g.K)
     b = np.transpose(rhs, (*g.rhs_batch, *g.rhs_contract, *g.rhs_free)).reshape(g.B, g.K, g.N)
-    acc = matmul_blocks(a, b, kernel.mxu, strict)  # type: ignore[arg-type]
+    acc = matmul_blocks(a, b, plan, strict)
     return acc.reshape(op.outputs[0].shape)
 
 
@@ -87,15 +91,22 @@ def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
         if "pre" not in kernel.cache:
             kernel.cache["pre"] = ops_function(pre, kernel.inputs, need)
         local.update({v.id: r for v, r in zip(need, kernel.cache["pre"](*[local[v.id] for v in kernel.inputs]))})
-    lhs, rhs = (np.asarray(_read(local, v)) for v in anchor.inputs[:2])
-    if anchor.prim == "dot_general":
-        acc = _dot(anchor, kernel, lhs, rhs, strict)
-    elif kernel.mxu.engine == "vpu" or int(anchor.params["batch_group_count"]) > 1:  # type: ignore[union-attr]
-        acc = _vpu_conv(anchor, kernel.mxu, lhs, rhs)  # type: ignore[arg-type]
-    else:
-        acc = conv_taps(lhs, rhs, conv_geometry(anchor), kernel.mxu)  # type: ignore[arg-type]
     out_v = anchor.outputs[0]
-    local[out_v.id] = acc.astype(out_v.dtype)
+    plan = kernel.mxu
+    assert plan is not None
+    if not strict:  # the staged arithmetic (sim/mxu_jax.py), one jit-compiled product per kernel
+        if "mxu" not in kernel.cache:
+            kernel.cache["mxu"] = jax.jit(lambda a, b: mxu_product(anchor, plan, a, b))
+        local[out_v.id] = kernel.cache["mxu"](_read(local, anchor.inputs[0]), _read(local, anchor.inputs[1]))
+    else:
+        lhs, rhs = (np.asarray(_read(local, v)) for v in anchor.inputs[:2])
+        if anchor.prim == "dot_general":
+            acc = dot_product(anchor, plan, lhs, rhs, strict)
+        elif plan.engine == "vpu" or int(anchor.params["batch_group_count"]) > 1:
+            acc = _vpu_conv(anchor, plan, lhs, rhs)
+        else:
+            acc = conv_taps(lhs, rhs, conv_geometry(anchor), plan)
+        local[out_v.id] = acc.astype(out_v.dtype)
     if post:
         made_in_post = {o.id for op in post for o in op.outputs}
         post_in, seen = [], set()

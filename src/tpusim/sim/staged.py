@@ -1,0 +1,126 @@
+"""Staged numerics: a whole Program as one JAX function, compiled by XLA once and cached.
+
+The kernel-by-kernel interpreter (sim/numerics.py) dispatches every kernel from Python; this
+module builds the same computation as one traced function instead, so a run is one call:
+- VPU work (fused elementwise/reduction kernels, prologues, epilogues, pooling, gathers, RNG)
+  binds the same JAX primitives the interpreter binds, now inside one `jax.jit`;
+- the MXU arithmetic (bf16-rounded operands, exact products, f32 accumulation, multi-pass
+  splits; int8 on v1 through the interpreter's own code) is sim/mxu_jax.py, which the
+  interpreter also uses outside strict mode, so a staged run and an interpreted one agree
+  bit for bit;
+- scan / while / cond become `lax.scan` / `lax.while_loop` / `lax.switch` over staged bodies.
+Sharded programs (several simulated devices in lockstep) and `strict=True` (every MXU grid
+step walked separately) keep the interpreter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from tpusim.ir.graph import Op
+from tpusim.program.program import Kernel, Program
+from tpusim.sim.mxu_jax import mxu_product
+from tpusim.sim.numerics import _bind, _read, _to_numpy
+
+Env = dict[int, Any]
+
+
+def stage_program(program: Program) -> Callable[..., list[Any]]:
+    """One jit-compiled function from the program's inputs to its outputs."""
+    return jax.jit(program_function(program))
+
+
+def program_function(program: Program) -> Callable[..., list[Any]]:
+    def run(*args: Any) -> list[Any]:
+        env: Env = {v.id: a for v, a in zip(program.inputs, args)}
+        for kernel in program.kernels:
+            _kernel(kernel, env)
+        return [_read(env, v) for v in program.outputs]
+
+    return run
+
+
+def run_staged(program: Program, args: list[Any], cache: dict[str, Any]) -> list[Any]:
+    """Execute `program` through its staged function (built on first use, kept in `cache`)."""
+    if "staged" not in cache:
+        cache["staged"] = stage_program(program)
+    return [_to_numpy(o) for o in cache["staged"](*args)]
+
+
+def _ops(ops: list[Op], env: Env) -> None:
+    for op in ops:
+        for o, r in zip(op.outputs, _bind(op, [_read(env, v) for v in op.inputs])):
+            env[o.id] = r
+
+
+def _kernel(kernel: Kernel, env: Env) -> None:
+    if kernel.kind in ("matmul", "conv"):
+        _mxu(kernel, env)
+    elif kernel.kind == "scan":
+        _scan(kernel, env)
+    elif kernel.kind == "while":
+        _while(kernel, env)
+    elif kernel.kind == "cond":
+        _cond(kernel, env)
+    elif kernel.kind == "transfer":  # to or from host memory: the bits do not change
+        env[kernel.outputs[0].id] = _read(env, kernel.inputs[0])
+    else:
+        _ops(kernel.fused.ops if kernel.fused is not None else [kernel.op], env)
+
+
+def _mxu(kernel: Kernel, env: Env) -> None:
+    """Prologue, MXU product (sim/mxu_jax.py) and epilogue."""
+    fused = kernel.fused
+    assert fused is not None and kernel.mxu is not None
+    anchor: Op = kernel.op.params["anchor"]
+    pos = fused.ops.index(anchor)
+    local: Env = {v.id: _read(env, v) for v in kernel.inputs}
+    _ops(fused.ops[:pos], local)
+    lhs, rhs = (_read(local, v) for v in anchor.inputs[:2])
+    local[anchor.outputs[0].id] = mxu_product(anchor, kernel.mxu, lhs, rhs)
+    _ops(fused.ops[pos + 1:], local)
+    for v in kernel.outputs:
+        env[v.id] = local[v.id]
+
+
+def _scan(kernel: Kernel, env: Env) -> None:
+    op = kernel.op
+    p = op.params
+    n_consts, n_carry, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
+    args = [_read(env, v) for v in op.inputs]
+    consts, carry, xs = args[:n_consts], args[n_consts:n_consts + n_carry], args[n_consts + n_carry:]
+    body = program_function(kernel.bodies["body"])
+
+    def step(c: list[Any], x: list[Any]) -> tuple[list[Any], list[Any]]:
+        outs = body(*consts, *c, *x)
+        return list(outs[:n_carry]), list(outs[n_carry:])
+
+    carry, ys = jax.lax.scan(step, list(carry), list(xs), length=length, reverse=bool(p.get("reverse")))
+    for v, r in zip(op.outputs, [*carry, *ys]):
+        env[v.id] = r
+
+
+def _while(kernel: Kernel, env: Env) -> None:
+    op = kernel.op
+    nc, nb = int(op.params["cond_nconsts"]), int(op.params["body_nconsts"])
+    args = [_read(env, v) for v in op.inputs]
+    cconsts, bconsts, carry = args[:nc], args[nc:nc + nb], args[nc + nb:]
+    cond = program_function(kernel.bodies["cond"])
+    body = program_function(kernel.bodies["body"])
+    out = jax.lax.while_loop(lambda c: cond(*cconsts, *c)[0], lambda c: list(body(*bconsts, *c)), list(carry))
+    for v, r in zip(op.outputs, out):
+        env[v.id] = r
+
+
+def _cond(kernel: Kernel, env: Env) -> None:
+    args = [_read(env, v) for v in kernel.op.inputs]
+    n = len(kernel.bodies)
+    branches = [program_function(kernel.bodies[f"branch{i}"]) for i in range(n)]
+    index = jnp.clip(jnp.asarray(args[0]).astype(jnp.int32), 0, n - 1)
+    outs = jax.lax.switch(index, [lambda *a, b=b: list(b(*a)) for b in branches], *args[1:])
+    for v, r in zip(kernel.op.outputs, outs):
+        env[v.id] = r
+
