@@ -15,8 +15,8 @@ import numpy as np
 
 from tpusim.compiler import allocate, assign_precision, canonicalize, emit_program, fuse
 from tpusim.compiler.allocate import kernel_at_peak
-from tpusim.compiler.cmem import assign_cmem
 from tpusim.compiler.attention import score_shapes
+from tpusim.compiler.cmem import assign_cmem
 from tpusim.compiler.precision import USER_PRECISIONS
 from tpusim.compiler.remat import rematerialize
 from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
@@ -29,8 +29,8 @@ from tpusim.ir.counts import Counts, graph_counts
 from tpusim.ir.graph import Graph
 from tpusim.program.program import Program
 from tpusim.sim.estimate import Estimate, estimate_program, timer_for
-from tpusim.sim.numerics import run_program
-from tpusim.sim.staged import run_staged
+from tpusim.sim.numerics import _to_numpy, run_program
+from tpusim.sim.staged import run_staged, stage_spmd
 
 
 @dataclass
@@ -128,7 +128,13 @@ class Compiled:
                               "use estimate() for large slices, or a smaller mesh for numerics")
         per_device = [[local_block(a, sh, device_coords(d, axes), axes) for a, sh in zip(arrays, dist.sharded.in_shardings)]
                       for d in range(n)]
-        outs = run_spmd(self.program, axes, per_device, strict)
+        if strict:
+            outs = run_spmd(self.program, axes, per_device, strict)
+        else:  # one staged function over every device at once
+            if "staged_spmd" not in self._cache:
+                self._cache["staged_spmd"] = stage_spmd(self.program, axes)
+            stacked = self._cache["staged_spmd"](*[jnp.stack([args[i] for args in per_device]) for i in range(len(arrays))])
+            outs = [[_to_numpy(s[d]) for s in stacked] for d in range(n)]
         return [assemble([o[i] for o in outs], sh, axes) for i, sh in enumerate(dist.sharded.out_shardings)]
 
     # ---- counting --------------------------------------------------------------------------

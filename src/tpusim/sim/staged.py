@@ -9,18 +9,21 @@ module builds the same computation as one traced function instead, so a run is o
   interpreter also uses outside strict mode, so a staged run and an interpreted one agree
   bit for bit;
 - scan / while / cond become `lax.scan` / `lax.while_loop` / `lax.switch` over staged bodies.
-Sharded programs (several simulated devices in lockstep) and `strict=True` (every MXU grid
-step walked separately) keep the interpreter.
+A sharded program runs the same way on every simulated device at once (`stage_spmd`: a leading
+device axis, compute kernels vmapped over it, collectives combining its entries in device
+order, as sim/spmd.py does). `strict=True` (every MXU grid step walked separately in NumPy)
+keeps the interpreter.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from tpusim.ir.graph import Op
+from tpusim.ir.graph import Op, Value
 from tpusim.program.program import Kernel, Program
 from tpusim.sim.mxu_jax import mxu_product
 from tpusim.sim.numerics import _bind, _read, _to_numpy
@@ -124,3 +127,112 @@ def _cond(kernel: Kernel, env: Env) -> None:
     for v, r in zip(kernel.op.outputs, outs):
         env[v.id] = r
 
+
+
+# ---- several simulated devices in lockstep --------------------------------------------------
+def stage_spmd(program: Program, mesh_axes: dict[str, int]) -> Callable[..., list[Any]]:
+    """One jit-compiled function running the per-device `program` on every device of the mesh
+    at once: each argument and result carries a leading device axis; compute kernels are
+    vmapped over it, collectives combine its entries as sim/spmd.py does."""
+    return jax.jit(_spmd_function(program, mesh_axes))
+
+
+def _spmd_function(program: Program, mesh_axes: dict[str, int]) -> Callable[..., list[Any]]:
+    from tpusim.sim.spmd import _has_collectives
+
+    n = math.prod(mesh_axes.values())
+
+    def run(*stacked: Any) -> list[Any]:
+        env: Env = {v.id: a for v, a in zip(program.inputs, stacked)}
+        for kernel in program.kernels:
+            if kernel.kind == "collective":
+                _collective(kernel, env, mesh_axes)
+            elif kernel.kind == "scan" and _has_collectives(kernel.bodies["body"]):
+                _scan_lockstep(kernel, env, mesh_axes, n)
+            else:
+                _vmapped(kernel, env, n)
+        return [_stacked(env, v, n) for v in program.outputs]
+
+    return run
+
+
+def _stacked(env: Env, v: Value, n: int) -> Any:
+    """`v` on every device: its per-device values, or a constant repeated."""
+    if v.id in env:
+        return env[v.id]
+    return jnp.broadcast_to(jnp.asarray(_read(env, v)), (n, *v.shape))
+
+
+def _vmapped(kernel: Kernel, env: Env, n: int) -> None:
+    batched = [v for v in kernel.op.inputs if v.id in env]
+    batched = list({v.id: v for v in batched}.values())
+
+    def one_device(*arrays: Any) -> list[Any]:
+        local: Env = {v.id: a for v, a in zip(batched, arrays)}
+        _kernel(kernel, local)
+        return [local[v.id] for v in kernel.outputs]
+
+    # (a kernel of constants alone, an iota or a broadcast scalar, is the same on every device)
+    results = jax.vmap(one_device, axis_size=n)(*[env[v.id] for v in batched])
+    for v, r in zip(kernel.outputs, results):
+        env[v.id] = r
+
+
+def _collective(kernel: Kernel, env: Env, mesh_axes: dict[str, int]) -> None:
+    """sim/spmd._collective on stacked values (the same sums, in the same device order)."""
+    from tpusim.sim.spmd import _groups
+
+    op = kernel.op
+    p = op.params
+    src, dst = op.inputs[0], op.outputs[0]
+    stacked = _stacked(env, src, math.prod(mesh_axes.values()))
+    per_device: list[Any] = [None] * stacked.shape[0]
+
+    def total(vals: list[Any]) -> Any:
+        combine = {"sum": jnp.add, "max": jnp.maximum, "min": jnp.minimum}[p.get("op", "sum") if op.prim == "all_reduce" else "sum"]
+        acc = vals[0]
+        for v in vals[1:]:
+            acc = combine(acc, v)
+        return acc.astype(src.dtype)
+
+    for members in _groups(tuple(p["axes"]), mesh_axes).values():
+        vals = [stacked[d] for d in members]
+        n = len(members)
+        for pos, d in enumerate(members):
+            if op.prim == "all_reduce":
+                out = total(vals)
+            elif op.prim == "all_gather":
+                out = jnp.concatenate(vals, axis=p["dim"])
+            elif op.prim == "reduce_scatter":
+                out = jnp.split(total(vals), n, axis=p["dim"])[pos]
+            elif op.prim == "all_to_all":
+                out = jnp.concatenate([jnp.split(v, n, axis=p["split_dim"])[pos] for v in vals], axis=p["concat_dim"])
+            elif op.prim == "shard_slice":
+                out = jnp.split(vals[pos], n, axis=p["dim"])[pos]
+            elif op.prim == "collective_permute":  # (source, target) pairs; no source: zeros
+                perm = p.get("perm") or tuple((i, (i + 1) % n) for i in range(n))
+                source = next((s for s, t in perm if t == pos), None)
+                out = vals[source] if source is not None else jnp.zeros_like(vals[pos])
+            else:  # pragma: no cover - the opset lists every collective
+                raise NotImplementedError(op.prim)
+            per_device[d] = out
+    env[dst.id] = jnp.stack(per_device)
+
+
+def _scan_lockstep(kernel: Kernel, env: Env, mesh_axes: dict[str, int], n: int) -> None:
+    """A scan whose body talks to other devices: each iteration runs on every device at once."""
+    op = kernel.op
+    p = op.params
+    nc, nk, length = int(p["num_consts"]), int(p["num_carry"]), int(p["length"])
+    args = [_stacked(env, v, n) for v in op.inputs]
+    consts, carry, xs = args[:nc], args[nc:nc + nk], args[nc + nk:]
+    body = _spmd_function(kernel.bodies["body"], mesh_axes)
+
+    def step(c: list[Any], x: list[Any]) -> tuple[list[Any], list[Any]]:
+        outs = body(*consts, *c, *x)
+        return list(outs[:nk]), list(outs[nk:])
+
+    carry, ys = jax.lax.scan(step, list(carry), [jnp.swapaxes(x, 0, 1) for x in xs], length=length,
+                             reverse=bool(p.get("reverse")))
+    for v, r in zip(op.outputs, [*carry, *[jnp.swapaxes(y, 0, 1) for y in ys]]):
+        env[v.id] = r
