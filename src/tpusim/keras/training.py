@@ -188,7 +188,8 @@ def fit(model: Any, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32, de
         history.epoch.append(epoch)
         if verbose:
             console.print(f"epoch {epoch + 1}/{epochs}: " + " - ".join(f"{k} {v:.4f}" for k, v in epoch_logs.items())
-                          + f" - simulated {device_time * 1e3:.2f} ms on {device} - {time.perf_counter() - t0:.1f} s here")
+                          + f" - simulated {device_time * 1e3:.2f} ms on {device} ({time.perf_counter() - t0:.1f} s on this CPU)",
+                          soft_wrap=True)
         for cb in callbacks:
             if hasattr(cb, "on_epoch_end"):
                 cb.on_epoch_end(epoch, dict(epoch_logs))
