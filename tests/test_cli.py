@@ -82,3 +82,21 @@ def test_run_command_on_a_slice_traces_collectives(tmp_path):
     events = json.loads(trace.read_text())["traceEvents"]
     ici = next(e["tid"] for e in events if e["name"] == "thread_name" and e["args"]["name"].startswith("ICI"))
     assert any(e.get("ph") == "X" and e["tid"] == ici for e in events)
+
+
+def test_every_table_command_exports_json_and_csv(tmp_path):
+    import json
+
+    import pandas as pd
+
+    devices = json.loads(runner.invoke(app, ["devices", "--json", "-"]).output)
+    v4 = next(d for d in devices if d["name"] == "v4")
+    assert v4["peak_matmul_tflops"] == 275 and v4["hbm_gib"] == 32
+    ops = runner.invoke(app, ["ops", "--csv", str(tmp_path / "ops.csv")])
+    assert ops.exit_code == 0 and "conv_general_dilated" in set(pd.read_csv(tmp_path / "ops.csv")["primitive"])
+    scale = runner.invoke(app, ["scale", "gpt", "--device", "v5e", "--chips", "1,4", "--json", "-"])
+    assert scale.exit_code == 0, scale.output
+    points = json.loads(scale.output)
+    assert [p["chips"] for p in points] == [1, 4] and points[1]["communication_s"] > 0
+    missing = runner.invoke(app, ["validate", "--json", str(tmp_path / "nowhere" / "v.json")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output  # refused before any work

@@ -22,12 +22,20 @@ console = _LazyConsole()
 
 
 @app.command()
-def devices() -> None:
+def devices(json_out: str = typer.Option(None, "--json", help="write the catalog as JSON here ('-': stdout)"),
+            csv_out: str = typer.Option(None, "--csv", help="write the catalog as CSV here ('-': stdout)")) -> None:
     """List the chips in the catalog."""
     from tpusim.hardware.chip import catalog
-    from tpusim.report.tables import devices_table
+    from tpusim.report.tables import devices_frame, devices_table
 
-    console.print(devices_table(catalog()))
+    _writable(json_out, "--json")
+    _writable(csv_out, "--csv")
+    chips = catalog()
+    if json_out or csv_out:
+        frame = devices_frame(chips)
+        if _export(frame.to_json(orient="records", indent=1), frame.to_csv(index=False), json_out, csv_out):
+            return
+    console.print(devices_table(chips))
 
 
 @app.command()
@@ -81,14 +89,8 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
         import json
 
         frame = est.to_pandas()
-        for path, text in ((json_out, json.dumps({"summary": est.to_dict(), "kernels": frame.to_dict("records")},
-                                                 indent=1, default=float) if json_out else ""),
-                           (csv_out, frame.to_csv(index=False) if csv_out else "")):
-            if path == "-":
-                typer.echo(text)
-            elif path:
-                open(path, "w").write(text)
-        if "-" in (json_out, csv_out):
+        if _export(json.dumps({"summary": est.to_dict(), "kernels": frame.to_dict("records")}, indent=1, default=float),
+                   frame.to_csv(index=False), json_out, csv_out):
             return
     console.print(ops_table(est, limit=top or None))
     console.print(estimate_summary(est, f"{compiled.name} on {compiled.chip.display_name} (precision {compiled.precision})"))
@@ -151,14 +153,7 @@ def compare(script: str = typer.Argument(..., help="a Python file defining `mode
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
     frame = result.to_pandas()
-    if json_out or csv_out:
-        for path, text in ((json_out, frame.to_json(orient="index", indent=1) if json_out else ""),
-                           (csv_out, frame.to_csv() if csv_out else "")):
-            if path == "-":
-                typer.echo(text)
-            elif path:
-                open(path, "w").write(text)
-    if json_out != "-" and csv_out != "-":
+    if not _export(frame.to_json(orient="index", indent=1), frame.to_csv(), json_out, csv_out):
         console.print(result.table(f"{script}: one step, {result.items_per_step:,} {result.unit} (estimates)",
                                    console.width))
         for r in result.rows:
@@ -236,6 +231,18 @@ def serve(model: str = typer.Option("llama3-8b", help="llama3-8b, llama3-70b or 
         console.print(f"largest batch within {tpot_ms:g} ms per output token: {report.largest_batch(tpot_ms / 1e3)}")
 
 
+def _export(json_text: str | None, csv_text: str | None, json_out: str | None, csv_out: str | None) -> bool:
+    """Write the --json/--csv outputs that were asked for ('-': stdout). True when one went to
+    stdout, so the command prints no table after it."""
+    for path, text in ((json_out, json_text), (csv_out, csv_text)):
+        if path == "-":
+            typer.echo(text)
+        elif path:
+            with open(path, "w") as f:
+                f.write(text or "")
+    return "-" in (json_out, csv_out)
+
+
 def _writable(path: str | None, option: str) -> None:
     """An output file must be writable where asked (checked before the work, not after it)."""
     if path is None or path == "-":
@@ -251,7 +258,7 @@ def _writable(path: str | None, option: str) -> None:
 
 def _usage(message: str) -> None:
     """A command-line mistake: one line, exit code 2, before any work."""
-    console.print(f"[red]usage error:[/red] {message}")
+    console.print(f"[red]usage error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -259,7 +266,10 @@ def _usage(message: str) -> None:
 def validate(refit: bool = typer.Option(False, help="refit the calibration constants on their stated subsets first"),
              family: str = typer.Option(None, help="also list the rows of this kernel family, worst first "
                                                    "(e.g. 'v4 GEMM f16')"),
-             rows: int = typer.Option(20, help="how many rows of --family to list")) -> None:
+             rows: int = typer.Option(20, help="how many rows of --family to list"),
+             json_out: str = typer.Option(None, "--json", help="write every table (kernel families, whole programs, "
+                                                               "memory) as JSON here ('-': stdout)"),
+             csv_out: str = typer.Option(None, "--csv", help="write the kernel-family table as CSV here ('-': stdout)")) -> None:
     """Predicted vs published measured timings: ~9,900 single-chip kernels over TPU v4, v6e,
     TPU7x and GPUs (H100, B200, MI300X-class) by family (in-sample and held-out error apart),
     and whole-program checks."""
@@ -269,6 +279,8 @@ def validate(refit: bool = typer.Option(False, help="refit the calibration const
     from tpusim.validation import kernels
     from tpusim.validation.validate import fit_constants, load_measurements, validate as run_validate
 
+    _writable(json_out, "--json")
+    _writable(csv_out, "--csv")
     known = sorted({r.family for r in kernels.measured_rows()})
     if family is not None and family not in known:
         raise typer.BadParameter(f"unknown family {family!r}; known: {', '.join(known)}", param_hint="--family")
@@ -288,6 +300,22 @@ def validate(refit: bool = typer.Option(False, help="refit the calibration const
                                     for gen, v in fitted.items()))
     with console.status("estimating every measured kernel..."):
         results = kernels.evaluate(None, cals)
+    if json_out or csv_out:
+        import json
+        from dataclasses import asdict
+
+        import pandas as pd
+
+        from tpusim.validation.memory import check_all
+
+        families = kernels.summarize(results)
+        with console.status("estimating the whole-program measurements and compiling the memory programs..."):
+            data = {"kernel_families": families,
+                    "kernel_fits": [{"generation": g, "constant": c, "fitted_on": text} for g, c, text, _ in kernels.FIT_SUBSETS],
+                    "programs": [asdict(c) | {"error": c.error} for c in run_validate(constants)],
+                    "memory": [asdict(c) | {"error": c.error} for c in check_all("v4")]}
+        if _export(json.dumps(data, indent=1, default=str), pd.DataFrame(families).to_csv(index=False), json_out, csv_out):
+            return
     t = Table(title="tpusim vs measured single-chip kernels (|error| medians)")
     for col in ("family", "rows", "fitted on", "in-sample", "held out", "p90", "max", "held out <=10%", "<=25%"):
         t.add_column(col, justify="left" if col == "family" else "right")
@@ -352,14 +380,19 @@ def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt
           chips: str = typer.Option(None, help="comma-separated chip counts (default: 1, 8, 64, 512, 4096 up "
                                                   "to the generation's largest slice)"),
           batch_per_chip: int = typer.Option(None, help="per-chip batch (images, or sequences for gpt)"),
-          plot: str = typer.Option(None, help="write the scaling plot (PNG) here")) -> None:
+          plot: str = typer.Option(None, help="write the scaling plot (PNG) here"),
+          json_out: str = typer.Option(None, "--json", help="write the table as JSON here ('-': stdout)"),
+          csv_out: str = typer.Option(None, "--csv", help="write the table as CSV here ('-': stdout)")) -> None:
     """Estimate a training step from one chip to a pod: time, throughput, efficiency, compute
     vs communication."""
+    from dataclasses import asdict
+
     from rich.table import Table
 
     from tpusim.distribute.scaling import check_chip_counts, default_chip_counts, plot_scaling, scaling_curve
 
-    _writable(plot, "--plot")
+    for path, option in ((plot, "--plot"), (json_out, "--json"), (csv_out, "--csv")):
+        _writable(path, option)
     if batch_per_chip is not None and batch_per_chip <= 0:
         _usage(f"--batch-per-chip must be positive, got {batch_per_chip}")
     try:
@@ -376,6 +409,12 @@ def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt
     except TpusimError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
+    if json_out or csv_out:
+        import pandas as pd
+
+        frame = pd.DataFrame([asdict(p) for p in points])
+        if _export(frame.to_json(orient="records", indent=1), frame.to_csv(index=False), json_out, csv_out):
+            return
     unit = "images/s" if model == "resnet50" else "tokens/s"
     t = Table(title=f"{model} training step on {device}: scaling")
     for col in ("chips", "slice", "global batch", "step time", f"throughput ({unit})", "efficiency", "compute",
@@ -394,10 +433,19 @@ def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt
 
 
 @app.command()
-def ops() -> None:
+def ops(json_out: str = typer.Option(None, "--json", help="write the primitives as JSON here ('-': stdout)"),
+        csv_out: str = typer.Option(None, "--csv", help="write the primitives as CSV here ('-': stdout)")) -> None:
     """List the JAX primitives tpusim compiles."""
+    import pandas as pd
+
     from tpusim.ir.opset import CATEGORY
 
+    _writable(json_out, "--json")
+    _writable(csv_out, "--csv")
+    frame = pd.DataFrame([{"primitive": p, "category": CATEGORY[p].value} for p in sorted(CATEGORY)])
+    if (json_out or csv_out) and _export(frame.to_json(orient="records", indent=1), frame.to_csv(index=False),
+                                         json_out, csv_out):
+        return
     for prim in sorted(CATEGORY):
         console.print(f"{prim:28s} {CATEGORY[prim].value}")
 

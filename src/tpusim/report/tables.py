@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
 from tpusim.api import Compiled
 from tpusim.hardware.chip import Chip
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def si(x: float, unit: str = "") -> str:
@@ -31,6 +36,20 @@ def devices_table(chips: list[Chip]) -> Table:
         t.add_row(c.name, c.kind, cores, mxu, peak, _v(c.hbm_gib), _v(c.hbm_bandwidth_gbps),
                   _v(c.vmem_mib_per_core), _v(c.price_usd_per_chip_hour, "{:.2f}"))
     return t
+
+
+def devices_frame(chips: list[Chip]) -> "pd.DataFrame":
+    """The catalog as data: one row per chip, the numbers unformatted (None where a file is silent)."""
+    import pandas as pd
+
+    val = lambda s: None if s is None else s.value  # noqa: E731
+    return pd.DataFrame([{
+        "name": c.name, "display_name": c.display_name, "kind": c.kind,
+        "tensorcores": val(c.tensorcores_per_chip), "mxus_per_core": val(c.mxus_per_core),
+        "mxu_rows": val(c.mxu_rows), "mxu_cols": val(c.mxu_cols), "sm_count": val(c.sm_count), "mxu_dtype": c.mxu_dtype,
+        "peak_matmul_tflops": c.peak_matmul_tflops, "hbm_gib": val(c.hbm_gib), "hbm_gbps": val(c.hbm_bandwidth_gbps),
+        "vmem_mib_per_core": val(c.vmem_mib_per_core), "price_usd_per_chip_hour": val(c.price_usd_per_chip_hour),
+    } for c in chips])
 
 
 def kernels_table(compiled: Compiled, limit: int | None = None) -> Table:
