@@ -179,3 +179,29 @@ def test_typed_prng_key_arguments_run_and_match_jax():
     np.testing.assert_allclose(compiled.run(state, x), f(state, x), rtol=1e-5, atol=1e-6)
     with pytest.raises(tpusim.TpusimError, match="PRNG key"):
         compiled.run({"rng": jax.random.PRNGKey(3)}, x)  # a raw uint32 key is not the typed key compiled for
+
+
+def test_complex_values_and_ffts_compile_and_match_jax():
+    """Complex arithmetic runs on (real, imaginary) pairs and FFTs are kernels of their own
+    (5 n log2 n operations per transform); a complex matmul is a typed error."""
+    import math
+
+    from tpusim.errors import UnsupportedOpError
+
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    programs = {
+        "fft2": lambda x: jnp.fft.fft2(x).real,
+        "rfft round trip": lambda x: jnp.fft.irfft(jnp.fft.rfft(x) * 2.0, n=16),
+        "complex arithmetic": lambda x: jnp.abs((x + 1j * x) * (2.0 - 1j * x) / (1.0 + 1j)),
+        "complex result": lambda x: jnp.fft.fft(x),
+    }
+    for name, fn in programs.items():
+        compiled = tpusim.compile(fn, x)
+        np.testing.assert_allclose(compiled.run(x), fn(x), rtol=1e-5, atol=1e-5, err_msg=name)
+        assert compiled.estimate().time_s > 0
+    fft = [op for op in tpusim.compile(lambda x: jnp.fft.fft(x), x).graph.ops if op.prim == "fft"][0]
+    from tpusim.ir.counts import op_counts
+
+    assert op_counts(fft).flops == pytest.approx(5 * 16 * math.log2(16) * 4)
+    with pytest.raises(UnsupportedOpError, match="complex matmul"):
+        tpusim.compile(lambda x: (x + 1j * x) @ (x.T + 0j), x)

@@ -17,7 +17,7 @@ from jax.extend.core import primitives as jprims
 
 from tpusim.errors import UnsupportedOpError
 from tpusim.ir.graph import Graph, Op, Value
-from tpusim.ir.opset import INLINED_CALLS, category_of
+from tpusim.ir.opset import INLINED_CALLS, Category, category_of
 
 
 _LIBRARY_MARKERS = ("site-packages", "dist-packages", "/jax/_src/", "/keras/src/")
@@ -179,9 +179,9 @@ class _Lowerer:
         elif name == "shard_map":  # a per-device body: the SPMD pass inlines it (compiler/manual.py)
             subgraphs["body"] = self.subgraph(params.pop("jaxpr"))
             params["mesh_axes"] = dict(params.pop("mesh").shape)
-        for v in ins + outs:
-            if v.dtype.kind == "c":
-                raise UnsupportedOpError(name, where, f"complex dtype {v.dtype}; the TPU MXU/VPU model is real-valued")
+        if category_of(name) is Category.MXU and any(v.dtype.kind == "c" for v in ins + outs):
+            raise UnsupportedOpError(name, where, "a complex matmul or convolution (the MXU multiplies real numbers): "
+                                     "write it as real products of the real and imaginary parts")
         return Op(name, ins, outs, params, where, eqn.primitive, subgraphs, _scope(eqn, self.scope))
 
 

@@ -67,6 +67,8 @@ def op_counts(op: Op) -> Counts:
         f = 0.0 if free else float(out_elems)
         if op.prim == "integer_pow":
             f = float(out_elems * max(1, abs(int(op.params["y"])) - 1))
+        if any(v.dtype.kind == "c" for v in op.inputs):  # on (real, imaginary) pairs
+            f *= 6.0 if op.prim in ("mul", "div") else 2.0
         return Counts(f, f, 0.0, _io_bytes(op))
     if cat is Category.REDUCE:
         f = float(max(0, op.inputs[0].size - out_elems))
@@ -86,6 +88,11 @@ def op_counts(op: Op) -> Counts:
     if cat is Category.GATHER:
         if op.prim.startswith("scatter") and op.prim != "scatter":
             f = float(op.inputs[2].size)
+        elif op.prim == "fft":  # 5 n log2 n real operations per complex transform of length n
+            lengths = [int(n) for n in op.params["fft_lengths"]]
+            n = math.prod(lengths)
+            transforms = max(op.inputs[0].size, op.outputs[0].size) / max(1, n)
+            f = 5.0 * n * math.log2(max(n, 2)) * transforms
         elif op.prim == "sort":
             n = op.inputs[0].size
             last = op.inputs[0].shape[-1] if op.inputs[0].shape else 1

@@ -30,7 +30,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
         "round", "integer_pow", "square", "select_n", "clamp", "and", "or", "not", "xor",
         "eq", "ne", "lt", "le", "gt", "ge", "is_finite", "nextafter", "shift_left",
         "shift_right_logical", "shift_right_arithmetic", "convert_element_type", "copy", "copy_p",
-        "stop_gradient", "reduce_precision", "real", "imag", "population_count", "clz",
+        "stop_gradient", "reduce_precision", "real", "imag", "complex", "conj", "population_count", "clz",
         "add_any", "optimization_barrier", "bitcast_convert_type", "sharding_constraint", "reshard",
         "name",  # checkpoint_name: an identity that tags a value for name-based remat policies
     ),
@@ -54,7 +54,8 @@ _TABLE: dict[Category, tuple[str, ...]] = {
     ),
     Category.GATHER: ("gather", "scatter", "scatter-add", "scatter_add", "scatter-mul",
                       "scatter_mul", "scatter-min", "scatter_min", "scatter-max", "scatter_max",
-                      "sort", "top_k"),
+                      "sort", "top_k",
+                      "fft"),  # an FFT's butterflies are strided, irregular access: a kernel of its own
     Category.RANDOM: ("random_bits", "random_seed", "random_wrap", "random_unwrap",
                       "threefry2x32", "random_fold_in", "random_split"),
     Category.CONTROL: ("scan", "while", "cond", "shard_map"),
