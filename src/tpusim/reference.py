@@ -17,7 +17,7 @@ from jax.extend import core as jcore
 from tpusim.frontend.trace import trace
 from tpusim.ir.opset import INLINED_CALLS
 
-_MXU = ("dot_general", "conv_general_dilated")
+_MXU = ("dot_general", "conv_general_dilated", "ragged_dot_general")
 
 
 def _round_bf16(x: Any) -> Any:
@@ -29,14 +29,14 @@ def _round_bf16(x: Any) -> Any:
 
 def _mxu(eqn: Any, args: list[Any]) -> Any:
     out_dtype = eqn.outvars[0].aval.dtype
-    a, b = (_round_bf16(x) for x in args)
+    (a, b), rest = (_round_bf16(x) for x in args[:2]), args[2:]  # rest: a ragged dot's group sizes
     if jnp.issubdtype(a.dtype, jnp.floating):
         a, b = a.astype(jnp.float32), b.astype(jnp.float32)
         params = dict(eqn.params, precision=(jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST),
                       preferred_element_type=jnp.float32)
     else:
         params = dict(eqn.params)
-    return eqn.primitive.bind(a, b, **params).astype(out_dtype)
+    return eqn.primitive.bind(a, b, *rest, **params).astype(out_dtype)
 
 
 def _eval(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[Any]:

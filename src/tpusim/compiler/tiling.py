@@ -16,7 +16,7 @@ import numpy as np
 
 from tpusim.compiler.layout import padded_bytes, round_up, sublane_tile
 from tpusim.compiler.precision import PASSES
-from tpusim.ir.geometry import conv_geometry, dot_geometry
+from tpusim.ir.geometry import conv_geometry, dot_geometry, ragged_geometry
 from tpusim.ir.graph import Op, Value
 from tpusim.program.program import MxuPlan
 
@@ -66,6 +66,9 @@ def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
     if op.prim == "dot_general":
         g = dot_geometry(op)
         return g.B, g.M, g.K, g.N, 1
+    if op.prim == "ragged_dot_general":
+        r = ragged_geometry(op)
+        return 1, r.M, r.K, r.N, 1
     c = conv_geometry(op)
     groups = c.groups * c.batch_groups
     return groups, (c.batch // c.batch_groups) * c.out_positions, c.in_per_group, c.out_features // groups, c.taps
@@ -204,6 +207,11 @@ def mxu_hbm_traffic(op: Op, plan: MxuPlan, sources: tuple[Value, Value] | None =
     for every block column, rhs for every block row."""
     m_blocks, n_blocks, _ = plan.grid
     lhs_b, rhs_b, out_b = _operand_hbm_bytes(op, sources or (op.inputs[0], op.inputs[1]))
+    if op.prim == "ragged_dot_general" and ragged_geometry(op).rhs_grouped:
+        # a block of rows needs only its groups' matrices: each is read about once per block of
+        # its own rows
+        groups = ragged_geometry(op).groups
+        return lhs_b * n_blocks, int(rhs_b * max(1.0, m_blocks / max(1, groups))), out_b
     return lhs_b * n_blocks, rhs_b * m_blocks, out_b
 
 

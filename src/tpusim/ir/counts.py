@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from tpusim.ir.geometry import conv_geometry, dot_geometry
+from tpusim.ir.geometry import conv_geometry, dot_geometry, ragged_geometry
 from tpusim.ir.graph import Graph, Op
 from tpusim.ir.opset import Category, category_of
 
@@ -51,6 +51,9 @@ def op_counts(op: Op) -> Counts:
     out_elems = sum(v.size for v in op.outputs)
     if op.prim == "dot_general":
         f = 2.0 * dot_geometry(op).macs
+        return Counts(f, f, 0.0, _io_bytes(op))
+    if op.prim == "ragged_dot_general":
+        f = 2.0 * ragged_geometry(op).macs
         return Counts(f, f, 0.0, _io_bytes(op))
     if op.prim == "conv_general_dilated":
         g = conv_geometry(op)

@@ -1,7 +1,8 @@
 """Shapes of the two MXU ops in canonical form, shared by counting, tiling and numerics.
 
-dot_general -> (B, M, K, N); conv_general_dilated -> batch/feature/spatial sizes with its
-strides, paddings, dilations and groups, whatever the user's dimension order was.
+dot_general -> (B, M, K, N); ragged_dot_general (grouped matmuls: MoE experts) -> (M, K, N,
+groups); conv_general_dilated -> batch/feature/spatial sizes with its strides, paddings,
+dilations and groups, whatever the user's dimension order was.
 """
 
 from __future__ import annotations
@@ -38,6 +39,36 @@ def dot_geometry(op: Op) -> DotGeometry:
     rf = tuple(i for i in range(len(rhs)) if i not in rc and i not in rb)
     size = lambda shape, axes: math.prod(shape[a] for a in axes)  # noqa: E731
     return DotGeometry(lb, rb, lc, rc, lf, rf, size(lhs, lb), size(lhs, lf), size(lhs, lc), size(rhs, rf))
+
+
+@dataclass(frozen=True)
+class RaggedGeometry:
+    """A ragged dot as the MXU runs it: one M x K by K x N product whose rows (or, for a weight
+    gradient, whose contraction) are cut into groups, each against its own matrix. Every row
+    meets one group's matrix, so the work is M x K x N whatever the group sizes."""
+
+    M: int
+    K: int
+    N: int
+    groups: int
+    rhs_grouped: bool  # the rhs holds one matrix per group (the forward and input-gradient form)
+
+    @property
+    def macs(self) -> int:
+        return self.M * self.K * self.N
+
+
+def ragged_geometry(op: Op) -> RaggedGeometry:
+    dn = op.params["ragged_dot_dimension_numbers"]
+    (lc, rc), (lb, rb) = dn.dot_dimension_numbers
+    lhs, rhs = op.inputs[0].shape, op.inputs[1].shape
+    groups = int(op.inputs[2].shape[-1]) if op.inputs[2].shape else 1
+    rhs_group = tuple(int(a) for a in dn.rhs_group_dimensions)
+    size = lambda shape, axes: math.prod(shape[int(a)] for a in axes)  # noqa: E731
+    K = size(lhs, lc)
+    M = math.prod(lhs) // max(1, K * size(lhs, lb)) * size(lhs, lb)
+    N = math.prod(rhs) // max(1, size(rhs, rc) * (size(rhs, rhs_group) if rhs_group else 1))
+    return RaggedGeometry(M, K, N, groups, bool(rhs_group))
 
 
 @dataclass(frozen=True)

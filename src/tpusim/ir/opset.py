@@ -24,7 +24,7 @@ class Category(str, Enum):
 
 
 _TABLE: dict[Category, tuple[str, ...]] = {
-    Category.MXU: ("dot_general", "conv_general_dilated"),
+    Category.MXU: ("dot_general", "conv_general_dilated", "ragged_dot_general"),
     Category.ELEMENTWISE: (
         "add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs", "sign", "floor", "ceil",
         "round", "integer_pow", "square", "select_n", "clamp", "and", "or", "not", "xor",

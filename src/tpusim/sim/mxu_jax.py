@@ -36,29 +36,37 @@ def _parts(x: Any, precision: str) -> list[Any]:
     return out
 
 
-def _product(anchor: Op, a: Any, b: Any) -> Any:
+def _product(anchor: Op, a: Any, b: Any, *extra: Any) -> Any:
     p = anchor.params
     exact = jax.lax.Precision.HIGHEST
     if anchor.prim == "dot_general":
         return jax.lax.dot_general(a, b, p["dimension_numbers"], precision=exact, preferred_element_type=jnp.float32)
+    if anchor.prim == "ragged_dot_general":  # extra: the group sizes
+        return jax.lax.ragged_dot_general(a, b, extra[0], p["ragged_dot_dimension_numbers"], precision=exact,
+                                          preferred_element_type=jnp.float32, group_offset=p.get("group_offset"))
     return jax.lax.conv_general_dilated(
         a, b, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"], p["dimension_numbers"],
         p["feature_group_count"], p["batch_group_count"], precision=exact, preferred_element_type=jnp.float32)
 
 
-def mxu_product(anchor: Op, plan: MxuPlan, lhs: Any, rhs: Any) -> Any:
-    """The matmul/conv `anchor` as the MXU computes it, in the dtype of its output."""
+def mxu_product(anchor: Op, plan: MxuPlan, lhs: Any, rhs: Any, *extra: Any) -> Any:
+    """The matmul/conv `anchor` as the MXU computes it, in the dtype of its output (`extra`: a
+    ragged dot's group sizes)."""
     out = anchor.outputs[0]
     if plan.engine == "vpu":  # a depthwise conv: f32 multiply-adds of the rounded operands
         a, b = (_parts(x, "bf16")[0] if plan.precision == "bf16" else jnp.asarray(x).astype(jnp.float32) for x in (lhs, rhs))
         return _product(anchor, a, b).astype(out.dtype)
-    if plan.precision not in _TERMS:  # integer MXU arithmetic: the interpreter's, called from the graph
+    if plan.precision not in _TERMS:
+        if anchor.prim == "ragged_dot_general":  # no integer model of a ragged dot: exact products
+            return _product(anchor, jnp.asarray(lhs).astype(jnp.float32), jnp.asarray(rhs).astype(jnp.float32),
+                            *extra).astype(out.dtype)
+        # integer MXU arithmetic: the interpreter's, called from the graph
         return jax.pure_callback(lambda x, y: _host_product(anchor, plan, x, y), jax.ShapeDtypeStruct(out.shape, out.dtype),
                                  lhs, rhs, vmap_method="sequential")
     a_parts, b_parts = _parts(lhs, plan.precision), _parts(rhs, plan.precision)
     acc = None
     for i, j in _TERMS[plan.precision]:
-        term = _product(anchor, a_parts[i], b_parts[j])
+        term = _product(anchor, a_parts[i], b_parts[j], *extra)
         acc = term if acc is None else acc + term
     return acc.astype(out.dtype)
 

@@ -94,10 +94,12 @@ def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
     out_v = anchor.outputs[0]
     plan = kernel.mxu
     assert plan is not None
-    if not strict:  # the staged arithmetic (sim/mxu_jax.py), one jit-compiled product per kernel
+    if not strict or anchor.prim == "ragged_dot_general":
+        # the staged arithmetic (sim/mxu_jax.py), one jit-compiled product per kernel (a ragged
+        # dot has no NumPy block walk: strict mode uses it too)
         if "mxu" not in kernel.cache:
-            kernel.cache["mxu"] = jax.jit(lambda a, b: mxu_product(anchor, plan, a, b))
-        local[out_v.id] = kernel.cache["mxu"](_read(local, anchor.inputs[0]), _read(local, anchor.inputs[1]))
+            kernel.cache["mxu"] = jax.jit(lambda *operands: mxu_product(anchor, plan, *operands))
+        local[out_v.id] = kernel.cache["mxu"](*[_read(local, v) for v in anchor.inputs])
     else:
         lhs, rhs = (np.asarray(_read(local, v)) for v in anchor.inputs[:2])
         if anchor.prim == "dot_general":

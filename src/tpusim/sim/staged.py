@@ -82,8 +82,8 @@ def _mxu(kernel: Kernel, env: Env) -> None:
     pos = fused.ops.index(anchor)
     local: Env = {v.id: _read(env, v) for v in kernel.inputs}
     _ops(fused.ops[:pos], local)
-    lhs, rhs = (_read(local, v) for v in anchor.inputs[:2])
-    local[anchor.outputs[0].id] = mxu_product(anchor, kernel.mxu, lhs, rhs)
+    operands = [_read(local, v) for v in anchor.inputs]
+    local[anchor.outputs[0].id] = mxu_product(anchor, kernel.mxu, *operands)
     _ops(fused.ops[pos + 1:], local)
     for v in kernel.outputs:
         env[v.id] = local[v.id]
