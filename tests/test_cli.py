@@ -100,3 +100,15 @@ def test_every_table_command_exports_json_and_csv(tmp_path):
     assert [p["chips"] for p in points] == [1, 4] and points[1]["communication_s"] > 0
     missing = runner.invoke(app, ["validate", "--json", str(tmp_path / "nowhere" / "v.json")])
     assert missing.exit_code == 2 and "does not exist" in missing.output  # refused before any work
+
+
+def test_tables_stay_readable_in_a_narrow_terminal():
+    """At 90 columns the kernel table keeps what says where the time goes, nothing cut short."""
+    import os
+
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "mlp_script.py")
+    result = runner.invoke(app, ["run", script, "--top", "3"], env={"COLUMNS": "90"})
+    assert result.exit_code == 0, result.output
+    table = result.output.split("per-kernel estimate")[1].split("└")[0]
+    assert "matmul.0" in table and "% time" in table and "bound" in table and "…" not in table
+    assert max(len(line) for line in table.splitlines()) <= 90

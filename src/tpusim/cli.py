@@ -92,7 +92,7 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
         if _export(json.dumps({"summary": est.to_dict(), "kernels": frame.to_dict("records")}, indent=1, default=float),
                    frame.to_csv(index=False), json_out, csv_out):
             return
-    console.print(ops_table(est, limit=top or None))
+    console.print(ops_table(est, limit=top or None, width=console.width))
     console.print(estimate_summary(est, f"{compiled.name} on {compiled.chip.display_name} (precision {compiled.precision})"))
     if trace:
         from tpusim.report.trace import write_trace
@@ -390,6 +390,7 @@ def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt
     from rich.table import Table
 
     from tpusim.distribute.scaling import check_chip_counts, default_chip_counts, plot_scaling, scaling_curve
+    from tpusim.report.estimate_tables import columns_for
 
     for path, option in ((plot, "--plot"), (json_out, "--json"), (csv_out, "--csv")):
         _writable(path, option)
@@ -416,17 +417,25 @@ def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt
         if _export(frame.to_json(orient="records", indent=1), frame.to_csv(index=False), json_out, csv_out):
             return
     unit = "images/s" if model == "resnet50" else "tokens/s"
+    spec = (("chips", 0), ("slice", 0), ("global batch", 110), ("step time", 0), (f"throughput ({unit})", 0),
+            ("efficiency", 0), ("compute", 140), ("communication", 140), ("exposed comm", 110),
+            ("TFLOP/s/chip", 140), ("tpusim wall", 140))
+    cols = columns_for(spec, console.width)
     t = Table(title=f"{model} training step on {device}: scaling")
-    for col in ("chips", "slice", "global batch", "step time", f"throughput ({unit})", "efficiency", "compute",
-                "communication", "exposed comm", "TFLOP/s/chip", "tpusim wall"):
-        t.add_column(col, justify="right")
+    for col in cols:
+        t.add_column(col, justify="right", no_wrap=True)
     for p in points:
+        cells = {"chips": str(p.chips), "slice": p.system, "global batch": str(p.global_batch),
+                 "tpusim wall": f"{p.wall_s:.2f} s"}
         if p.note:
-            t.add_row(str(p.chips), p.system, str(p.global_batch), p.note, *[""] * 6, f"{p.wall_s:.2f} s")
-            continue
-        t.add_row(str(p.chips), p.system, str(p.global_batch), f"{p.step_s * 1e3:.1f} ms", f"{p.throughput:,.0f}",
-                  f"{p.efficiency:.0%}", f"{p.compute_s * 1e3:.1f} ms", f"{p.communication_s * 1e3:.1f} ms",
-                  f"{p.exposed_communication_s * 1e3:.1f} ms", f"{p.tflops_per_chip:.1f}", f"{p.wall_s:.2f} s")
+            cells["step time"] = p.note
+        else:
+            cells.update({"step time": f"{p.step_s * 1e3:.1f} ms", f"throughput ({unit})": f"{p.throughput:,.0f}",
+                          "efficiency": f"{p.efficiency:.0%}", "compute": f"{p.compute_s * 1e3:.1f} ms",
+                          "communication": f"{p.communication_s * 1e3:.1f} ms",
+                          "exposed comm": f"{p.exposed_communication_s * 1e3:.1f} ms",
+                          "TFLOP/s/chip": f"{p.tflops_per_chip:.1f}"})
+        t.add_row(*[cells.get(c, "") for c in cols])
     console.print(t)
     if plot:
         console.print(f"plot written to {plot_scaling(points, plot, f'{model} on {device}')}")

@@ -8,20 +8,38 @@ from tpusim.report.tables import si
 from tpusim.sim.estimate import Estimate
 
 
-def ops_table(est: Estimate, limit: int | None = 25, sort_by_time: bool = False) -> Table:
+# Columns of the per-kernel table, and the narrowest terminal each is shown on: below 100
+# columns only what says where the time goes stays (kernel names wrap, never cut).
+_OPS_COLUMNS = (("#", 0), ("kernel", 0), ("kind", 100), ("time", 0), ("% time", 0), ("FLOPs", 120),
+                ("HBM bytes", 120), ("TFLOP/s", 140), ("MXU", 140), ("VPU", 140), ("DMA", 140), ("bound", 0))
+
+
+def columns_for(spec: tuple[tuple[str, int], ...], width: int | None) -> list[str]:
+    """The columns of `spec` (name, narrowest terminal it is shown on) that a terminal `width`
+    columns wide shows (all of them when the width is unknown)."""
+    return [name for name, narrowest in spec if width is None or width >= narrowest]
+
+
+def ops_table(est: Estimate, limit: int | None = 25, sort_by_time: bool = False, width: int | None = None) -> Table:
+    """The kernels with their time and why; `width` (the terminal's columns) drops the detail
+    columns that would not fit."""
+    shown_cols = columns_for(_OPS_COLUMNS, width)
     t = Table(title=f"per-kernel estimate on {est.device}")
-    for col in ("#", "kernel", "kind", "time", "% time", "FLOPs", "HBM bytes", "TFLOP/s", "MXU", "VPU", "DMA", "bound"):
-        t.add_column(col, justify="left" if col in ("kernel", "kind", "bound") else "right")
+    for col in shown_cols:
+        t.add_column(col, justify="left" if col in ("kernel", "kind", "bound") else "right",
+                     overflow="fold" if col == "kernel" else "ellipsis", no_wrap=col != "kernel")
     rows = list(enumerate(est.ops))
     if sort_by_time:
         rows.sort(key=lambda r: -r[1].time_s)
     shown = rows if limit is None else rows[:limit]
     for i, op in shown:
-        t.add_row(str(i), op.name, op.kind, _us(op.time_s), f"{op.time_s / est.time_s:.1%}" if est.time_s else "-",
-                  si(op.flops), si(op.bytes, "B"), f"{op.flops / op.time_s / 1e12:.1f}" if op.time_s else "-",
-                  _us(op.mxu_s), _us(op.vpu_s), _us(op.dma_s), op.bound)
+        cells = {"#": str(i), "kernel": op.name, "kind": op.kind, "time": _us(op.time_s),
+                 "% time": f"{op.time_s / est.time_s:.1%}" if est.time_s else "-", "FLOPs": si(op.flops),
+                 "HBM bytes": si(op.bytes, "B"), "TFLOP/s": f"{op.flops / op.time_s / 1e12:.1f}" if op.time_s else "-",
+                 "MXU": _us(op.mxu_s), "VPU": _us(op.vpu_s), "DMA": _us(op.dma_s), "bound": op.bound}
+        t.add_row(*[cells[c] for c in shown_cols])
     if limit is not None and len(rows) > limit:
-        t.add_row("...", f"{len(rows) - limit} more kernels", *[""] * 10)
+        t.add_row("...", f"{len(rows) - limit} more kernels", *[""] * (len(shown_cols) - 2))
     return t
 
 
