@@ -227,3 +227,19 @@ def test_ragged_dot_grouped_matmul_and_its_gradients():
     fwd = tpusim.compile(lambda x, w, s: jax.lax.ragged_dot(x, w, s), x, w, sizes)
     assert fwd.counts().flops == 2 * 64 * 32 * 16
     assert sum(k.mxu is not None for k in compiled.program.kernels) == 3  # forward, dx, dw on the MXU
+
+
+def test_generic_reduce_window_and_total_order_comparisons():
+    """lax.reduce_window with its own combiner (variadic too) and the total-order comparisons
+    searchsorted emits (le_to) compile and match JAX."""
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    programs = [
+        lambda x: jax.lax.reduce_window(x, 1.0, jax.lax.mul, (1, 2), (1, 2), "VALID"),
+        lambda x: jax.lax.reduce_window((x, 2 * x), (0.0, -jnp.inf), lambda a, b: (a[0] + b[0], jnp.maximum(a[1], b[1])),
+                                        (1, 3), (1, 1), "SAME")[1],
+        lambda x: jnp.searchsorted(jnp.sort(x[0]), x[1]),
+    ]
+    for fn in programs:
+        compiled = tpusim.compile(fn, x)
+        np.testing.assert_array_equal(compiled.run(x), fn(x))
+        assert compiled.estimate().time_s > 0

@@ -28,7 +28,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
     Category.ELEMENTWISE: (
         "add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs", "sign", "floor", "ceil",
         "round", "integer_pow", "square", "select_n", "clamp", "and", "or", "not", "xor",
-        "eq", "ne", "lt", "le", "gt", "ge", "is_finite", "nextafter", "shift_left",
+        "eq", "ne", "lt", "le", "gt", "ge", "eq_to", "lt_to", "le_to", "is_finite", "nextafter", "shift_left",
         "shift_right_logical", "shift_right_arithmetic", "convert_element_type", "copy", "copy_p",
         "stop_gradient", "reduce_precision", "real", "imag", "complex", "conj", "population_count", "clz",
         "add_any", "optimization_barrier", "bitcast_convert_type", "sharding_constraint", "reshard",
@@ -44,7 +44,7 @@ _TABLE: dict[Category, tuple[str, ...]] = {
         "reduce_xor", "argmax", "argmin", "reduce",
     ),
     Category.WINDOW: (
-        "reduce_window_max", "reduce_window_min", "reduce_window_sum", "select_and_gather_add",
+        "reduce_window_max", "reduce_window_min", "reduce_window_sum", "reduce_window", "select_and_gather_add",
         "select_and_scatter_add", "cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp",
     ),
     Category.MOVEMENT: (
