@@ -7,7 +7,7 @@ import tpusim
 from tpusim.hardware.chip import CATALOG_DIR, catalog
 
 EXPECTED = ["v1", "v2", "v3", "v4", "v5e", "v5p", "v6e", "tpu7x", "a100", "h100", "h200", "b200", "mi300x", "v100",
-            "a100-40gb", "h100-pcie", "l4", "cpu"]
+            "a100-40gb", "h100-pcie", "l4", "t4", "a10", "l40s", "cpu"]
 
 
 def test_catalog_has_every_chip():
@@ -101,3 +101,17 @@ def test_resolve_device_takes_slice_names_and_every_error_class_is_exported():
         tpusim.resolve_device("v9-32")
     for name in ("TraceError", "ShardingError", "SliceConfigError", "ScriptError", "KerasModelError"):
         assert issubclass(getattr(tpusim, name), tpusim.TpusimError)
+
+
+def test_rented_gpus_rank_as_their_datasheets_say():
+    """T4 (Turing, no bf16: fp16 tensor rate), A10 and L40S from their datasheets: a large bf16
+    GEMM ranks T4 < A10 < L40S and stays under each peak."""
+    import jax.numpy as jnp
+
+    times = {}
+    for name, peak in (("t4", 65e12), ("a10", 125e12), ("l40s", 362e12)):
+        a = jnp.ones((4096, 4096), jnp.bfloat16)
+        est = tpusim.compile(lambda x, y: x @ y, a, a, device=name).estimate()
+        assert est.tflops * 1e12 < peak
+        times[name] = est.time_s
+    assert times["t4"] > times["a10"] > times["l40s"]
