@@ -33,6 +33,16 @@ def test_bad_chip_fact_names_the_field(tmp_path, field, value, says):
     assert field in str(err.value) and str(path) in str(err.value)
 
 
+def test_cmem_without_its_bandwidth_is_refused(tmp_path):
+    """A chip with CMEM but no CMEM bandwidth would time CMEM traffic as free: refused."""
+    data = yaml.safe_load((CHIPS / "04_v4.yaml").read_text())
+    del data["cmem_read_gbps"], data["cmem_write_gbps"]
+    path = tmp_path / "chip.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ChipConfigError, match="cmem_read_gbps"):
+        tpusim.compile(lambda x: x @ x, jnp.ones((8, 8)), device=str(path))
+
+
 def test_a_chip_file_that_is_not_text(tmp_path):
     path = tmp_path / "chip.yaml"
     path.write_bytes(b"\xff\xfe\x00binary")

@@ -133,6 +133,9 @@ class Chip(BaseModel):
                     raise ValueError(f"{f} is required for a TPU")
             if self.peak_matmul_tflops is None:
                 raise ValueError("peak_bf16_tflops (or peak_int8_tops for an int8 MXU) is required for a TPU")
+        if self.cmem_mib is not None and self.cmem_read_gbps is None:
+            raise ValueError("cmem_mib needs cmem_read_gbps (and cmem_write_gbps if writes are slower): "
+                             "traffic to CMEM is timed at its bandwidth")
         if self.kind == "gpu" and self.sm_count is None:
             raise ValueError("sm_count is required for a GPU (a GEMM's tiles run in waves over the SMs)")
         if self.kind in ("gpu", "cpu") and self.peak_matmul_tflops is None:

@@ -72,11 +72,13 @@ def mxu_product(anchor: Op, plan: MxuPlan, lhs: Any, rhs: Any, *extra: Any) -> A
 
 
 def _host_product(anchor: Op, plan: MxuPlan, lhs: Any, rhs: Any) -> np.ndarray:
-    from tpusim.sim.numerics import dot_product
+    from tpusim.sim.numerics import _vpu_conv, dot_product
 
     lhs, rhs = np.asarray(lhs), np.asarray(rhs)
     if anchor.prim == "dot_general":
         acc = dot_product(anchor, plan, lhs, rhs, False)
+    elif int(anchor.params["batch_group_count"]) > 1:  # as the interpreter's strict path does
+        acc = _vpu_conv(anchor, plan, lhs, rhs)
     else:
         acc = conv_taps(lhs, rhs, conv_geometry(anchor), plan)
     return np.asarray(acc.astype(anchor.outputs[0].dtype))
