@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,9 @@ from tpusim.program.program import Program
 from tpusim.sim.estimate import Estimate, estimate_program, timer_for
 from tpusim.sim.numerics import _to_numpy, run_program
 from tpusim.sim.staged import run_staged, stage_spmd
+
+if TYPE_CHECKING:
+    from tpusim.report.html_report import Report
 
 
 @dataclass
@@ -83,6 +86,18 @@ class Compiled:
         The program runs as one staged JAX function, compiled by XLA on the first call and
         reused. `strict=True` interprets it kernel by kernel instead, walking every MXU grid
         step separately (slower, same arithmetic)."""
+        arrays = self._flat_arguments(args)
+        if self.distribution is not None:
+            outs = self._run_sharded(arrays, strict)
+        elif strict:
+            outs = run_program(self.program, arrays, strict)
+        else:  # one staged JAX function, compiled on the first run and kept
+            outs = run_staged(self.program, arrays, self._cache)
+        return jax.tree.unflatten(self.traced.out_tree, outs)
+
+    def _flat_arguments(self, args: tuple) -> list[Any]:
+        """The call's arguments as one array per program input, checked against the example
+        they were compiled for (shape, kind of dtype, structure)."""
         flat, tree = jax.tree.flatten(args)
         if tree != self.traced.in_tree:
             raise InputMismatchError(f"{self.name} was compiled for arguments structured as {self.traced.in_tree}, got {tree}")
@@ -107,13 +122,7 @@ class Compiled:
                     f"{_kind(spec.dtype)} data (a different width, such as float64 for float32, is converted as JAX "
                     "does) or compile again with an example of this type")
             arrays.append(arr.astype(spec.dtype, copy=False))
-        if self.distribution is not None:
-            outs = self._run_sharded(arrays, strict)
-        elif strict:
-            outs = run_program(self.program, arrays, strict)
-        else:  # one staged JAX function, compiled on the first run and kept
-            outs = run_staged(self.program, arrays, self._cache)
-        return jax.tree.unflatten(self.traced.out_tree, outs)
+        return arrays
 
     def _run_sharded(self, arrays: list[np.ndarray], strict: bool) -> list[np.ndarray]:
         from tpusim.compiler.shard import device_coords, local_block
@@ -180,6 +189,20 @@ class Compiled:
                 est.device = f"{system.name or system.slice.name} ({kind} {shape}; per device)"
             self._cache["estimate"] = est
         return self._cache["estimate"]
+
+    # ---- reporting -------------------------------------------------------------------------
+    def report(self, path: str | Path | None = None, *example_args: Any, comparison: Any = None) -> "Report":
+        """A self-contained HTML report (overview, op profile, timeline, roofline, memory viewer,
+        compiled stages, collectives, and views of the MXU at work on this model); written to
+        `path` when given, shown inline in a notebook. `example_args` (as for `run`) give the
+        MXU views real activations; without them they use seeded random-normal inputs.
+        `comparison`: a `tpusim.compare(...)` result for the compare page."""
+        from tpusim.report.html_report import build_report
+
+        inputs = self._flat_arguments(example_args) if example_args else None
+        if inputs is not None and self.distribution is not None:
+            inputs = None  # the views show one device's program; its inputs are per-device blocks
+        return build_report(self, path, inputs, comparison)
 
     # ---- printing --------------------------------------------------------------------------
     def as_text(self, stage: str = "program") -> str:

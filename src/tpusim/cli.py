@@ -1,4 +1,4 @@
-"""Command line: `tpusim devices`, `demo`, `run`, `compare`, `validate`, `scale`, `ops`."""
+"""Command line: `tpusim devices`, `demo`, `run`, `report`, `compare`, `validate`, `scale`, `ops`."""
 
 from __future__ import annotations
 
@@ -95,14 +95,64 @@ def run(script: str = typer.Argument(..., help="a Python file defining `model` a
     console.print(ops_table(est, limit=top or None, width=console.width))
     console.print(estimate_summary(est, f"{compiled.name} on {compiled.chip.display_name} (precision {compiled.precision})"))
     if trace:
-        from tpusim.report.trace import write_trace
-        from tpusim.sim.estimate import timer_for
+        from tpusim.report.trace import write_compiled_trace
 
-        console.print(f"trace written to {write_trace(est, timer_for(compiled.chip).matrix_units, trace)}")
+        console.print(f"trace written to {write_compiled_trace(compiled, trace)}")
     if roofline:
         from tpusim.report.roofline import plot_roofline
 
         console.print(f"roofline written to {plot_roofline(est, roofline)}")
+
+
+@app.command()
+def report(script: str = typer.Argument(..., help="a Python file defining `model` and `inputs`"),
+           device: str = typer.Option("v5e", help="chip, slice or GPU name, or chip YAML path"),
+           out: str = typer.Option("report.html", "-o", "--out", help="the HTML file to write"),
+           precision: str = typer.Option(None, help="default | high | highest (overrides the script)"),
+           compare_with: str = typer.Option(None, "--compare", help="also estimate on these devices (comma-separated) for a compare page"),
+           trace: str = typer.Option(None, help="also write an XProf/Perfetto trace JSON here")) -> None:
+    """Write one self-contained HTML report of a model on a device: overview, op profile,
+    timeline, roofline, memory viewer, compiled stages, collectives, and the MXU at work."""
+    import jax
+
+    from tpusim.api import compile as tpu_compile
+    from tpusim.comparison import compare as run_compare, devices_of
+    from tpusim.frontend.script import load_model_script
+
+    _writable(out, "--out")
+    _writable(trace, "--trace")
+    others = [d.strip() for d in (compare_with or "").split(",") if d.strip()]
+    if compare_with is not None and not others:
+        _usage("--compare is empty: give devices, e.g. --compare v5e,h100")
+    for d in [device, *others]:  # a bad device name fails before the script runs
+        try:
+            devices_of(d)
+        except TpusimError as e:
+            _usage(f"{'--device' if d == device else '--compare'}: {e}")
+    try:
+        with console.status(f"loading {script}..."):
+            model, inputs, options = load_model_script(script)
+        sharding = {"mesh": options["mesh"], "in_specs": options["in_specs"]} if options["mesh"] else {}
+        with console.status(f"compiling for {device}..."):
+            compiled = tpu_compile(model, *inputs, device=device, precision=precision or options["precision"], **sharding)
+        comparison = None
+        if others:
+            with console.status(f"estimating on {len(others)} more devices..."):
+                comparison = run_compare(model, *inputs, devices=[device, *others], precision=precision or options["precision"],
+                                         **sharding)
+        concrete = all(hasattr(x, "__array__") for x in jax.tree.leaves(inputs))
+        with console.status("writing the report..."):
+            written = compiled.report(out, *(inputs if concrete else ()), comparison=comparison)
+    except TpusimError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    est = compiled.estimate()
+    console.print(f"report written to {written.path} ({len(written.html) / 1e6:.2f} MB): {compiled.name} on {est.device}, "
+                  f"{est.time_s * 1e3:.3f} ms per step")
+    if trace:
+        from tpusim.report.trace import write_compiled_trace
+
+        console.print(f"trace written to {write_compiled_trace(compiled, trace)}")
 
 
 @app.command()

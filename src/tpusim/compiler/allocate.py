@@ -29,7 +29,7 @@ _ROLE_LABEL = {"input": "input", "param": "parameter", "literal": "constant", "t
 _CATEGORY_LABEL = {"activation": "activation saved for the backward pass", "gradient": "gradient / backward temporary"}
 
 
-def _buffer_label(v: Value) -> str:
+def buffer_label(v: Value) -> str:
     kind = _CATEGORY_LABEL.get(v.category) or _ROLE_LABEL.get(v.role, v.role)
     return f"{kind} {v.name} {v.dtype.name}{list(v.shape)}"
 
@@ -184,7 +184,7 @@ def allocate(program: Program, hbm_capacity: int | None = None, device: str = ""
         buckets: dict[str, int] = {}
         for a in live:
             buckets[buffer_bucket(a.value)] = buckets.get(buffer_bucket(a.value), 0) + a.size
-        raise OutOfMemoryError(device, heap, hbm_capacity, [(_buffer_label(a.value), a.size) for a in live[:5]],
+        raise OutOfMemoryError(device, heap, hbm_capacity, [(buffer_label(a.value), a.size) for a in live[:5]],
                                sorted(buckets.items(), key=lambda kv: -kv[1]), rematerialized)
     return program
 

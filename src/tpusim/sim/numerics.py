@@ -78,7 +78,9 @@ def _vpu_conv(op: Op, plan: MxuPlan, lhs: np.ndarray, rhs: np.ndarray) -> np.nda
     return np.asarray(out)
 
 
-def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
+def _prologue(kernel: Kernel, env: Env) -> tuple[Op, list[Op], Env]:
+    """(anchor, epilogue ops, values inside the kernel): the kernel's inputs and what its fused
+    prologue makes of them, which the matmul and the epilogue read."""
     fused = kernel.fused
     anchor: Op = kernel.op.params["anchor"]
     pos = fused.ops.index(anchor)  # type: ignore[union-attr]
@@ -91,6 +93,17 @@ def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
         if "pre" not in kernel.cache:
             kernel.cache["pre"] = ops_function(pre, kernel.inputs, need)
         local.update({v.id: r for v, r in zip(need, kernel.cache["pre"](*[local[v.id] for v in kernel.inputs]))})
+    return anchor, post, local
+
+
+def mxu_operands(kernel: Kernel, env: Env) -> list[Any]:
+    """The values a matmul/conv kernel's MXU op multiplies (after its fused prologue)."""
+    anchor, _, local = _prologue(kernel, env)
+    return [_read(local, v) for v in anchor.inputs]
+
+
+def _mxu_kernel(kernel: Kernel, env: Env, strict: bool) -> None:
+    anchor, post, local = _prologue(kernel, env)
     out_v = anchor.outputs[0]
     plan = kernel.mxu
     assert plan is not None
@@ -198,11 +211,17 @@ def run_kernel(kernel: Kernel, env: Env, strict: bool = False) -> None:
 
 def run_program(program: Program, args: list[Any], strict: bool = False, as_numpy: bool = True) -> list[Any]:
     """Execute `program` on `args` (one array per program input); returns its outputs."""
-    env: Env = {v.id: a for v, a in zip(program.inputs, args)}
-    for kernel in program.kernels:
-        run_kernel(kernel, env, strict)
+    env = values_before(program, args, len(program.kernels), strict)
     outs = [_read(env, v) for v in program.outputs]
     return [_to_numpy(o) for o in outs] if as_numpy else outs
+
+
+def values_before(program: Program, args: list[Any], stop: int, strict: bool = False) -> Env:
+    """Every value the program's first `stop` kernels make, by value id (with its inputs)."""
+    env: Env = {v.id: a for v, a in zip(program.inputs, args)}
+    for kernel in program.kernels[:stop]:
+        run_kernel(kernel, env, strict)
+    return env
 
 
 def _to_numpy(x: Any) -> Any:

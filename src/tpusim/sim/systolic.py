@@ -12,7 +12,8 @@ the rules of sim/mxu_timing.py, decided here from the array's own state each cyc
 It computes real values (bf16 products, f32 partial sums, in the hardware's summation order)
 and counts cycles; it is vectorized over the R x C PEs, so a 128 x 128 array streaming 1024
 rows takes well under a second. It doubles as the teaching view: `trace=True` records, per
-cycle, how many PEs did useful work.
+cycle, how many PEs did useful work, and `frames=True` every PE's state per cycle (for small
+arrays: the HTML report animates it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ class SystolicRun:
     fold_ends: list[int]
     macs: int  # useful multiply-accumulates
     busy_pe_cycles: list[int] = field(default_factory=list)  # per cycle, when traced
+    frames: list["Frame"] = field(default_factory=list)  # per cycle, when asked for
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The array after one cycle: per PE the fold and row of the activation it holds (-1: idle),
+    that activation and the partial sum it passes down; per weight bank its fold and the cycle
+    its weights are in; the accumulators below the array."""
+
+    cycle: int
+    fold: np.ndarray  # (R, C) int
+    row: np.ndarray  # (R, C) int
+    act: np.ndarray  # (R, C) f32
+    psum: np.ndarray  # (R, C) f32
+    banks: tuple[tuple[int, int], ...]
+    out: np.ndarray  # (M, N) f32 accumulators so far
 
     def array_utilization(self, rows: int, cols: int) -> float:
         """Useful MACs over what R x C PEs could do in the run's cycles."""
@@ -41,7 +58,7 @@ class SystolicRun:
 
 
 def simulate_systolic(a: np.ndarray, w: np.ndarray, rows: int, cols: int, double_buffered: bool = True,
-                      round_bf16: bool = True, trace: bool = False) -> SystolicRun:
+                      round_bf16: bool = True, trace: bool = False, frames: bool = False) -> SystolicRun:
     """Run (M x K) @ (K x N) through an R x C weight-stationary array, cycle by cycle."""
     a = np.asarray(a, np.float32)
     w = np.asarray(w, np.float32)
@@ -84,6 +101,7 @@ def simulate_systolic(a: np.ndarray, w: np.ndarray, rows: int, cols: int, double
     ends: list[int] = [0] * F
     next_stream = 0
     busy: list[int] = []
+    shots: list[Frame] = []
     t = 0
     finished = 0
     while finished < F:
@@ -139,6 +157,9 @@ def simulate_systolic(a: np.ndarray, w: np.ndarray, rows: int, cols: int, double
                     finished += 1
         if trace:
             busy.append(int(live.sum()))
+        if frames:
+            shots.append(Frame(t, np.where(live, tag_f, -1), tag_m.copy(), act.copy(), np.where(live, psum, 0.0),
+                               tuple(zip(bank_fold, bank_ready)), out[:, :N].copy()))
         t += 1
         if not live.any() and next_stream < F:  # idle: waiting for weights, skip ahead
             b_wait = [bank_ready[b] for b in range(banks) if bank_fold[b] == next_stream]
@@ -147,4 +168,4 @@ def simulate_systolic(a: np.ndarray, w: np.ndarray, rows: int, cols: int, double
                 if trace:
                     busy.extend([0] * (target - t))
                 t = target
-    return SystolicRun(out[:, :N], max(ends), F, starts, ends, M * K * N, busy)
+    return SystolicRun(out[:, :N], max(ends), F, starts, ends, M * K * N, busy, shots)
