@@ -45,8 +45,14 @@ def test_run_command_with_trace_and_roofline(tmp_path):
     assert "step time" in result.output and "MXU utilization" in result.output and "matmul" in result.output
     events = json.loads(trace.read_text())["traceEvents"]
     tracks = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
-    assert {"MXU 0", "MXU 3", "VPU", "DMA (HBM<->VMEM)", "kernels"} <= tracks
-    assert any(e.get("ph") == "X" and e["tid"] == 1 for e in events)
+    # XProf's line names for a TPU's trace, then one line per engine
+    assert {"Steps", "XLA Modules", "XLA Ops", "MXU 0", "MXU 3", "VPU", "DMA (HBM<->VMEM)"} <= tracks
+    process = next(e["args"]["name"] for e in events if e["name"] == "process_name")
+    assert process.startswith("/device:TPU:0")
+    ops_tid = next(e["tid"] for e in events if e["name"] == "thread_name" and e["args"]["name"] == "XLA Ops")
+    ops = [e for e in events if e.get("ph") == "X" and e["tid"] == ops_tid]
+    assert ops and all(e["args"]["hlo_category"] and "flops" in e["args"] and "bytes_accessed" in e["args"] for e in ops)
+    assert any(e.get("ph") == "C" and e["name"] == "HBM in use" for e in events)
     assert png.stat().st_size > 10_000
 
 
@@ -80,8 +86,8 @@ def test_run_command_on_a_slice_traces_collectives(tmp_path):
     result = runner.invoke(app, ["run", str(script), "--device", "v5e-4", "--trace", str(trace)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     events = json.loads(trace.read_text())["traceEvents"]
-    ici = next(e["tid"] for e in events if e["name"] == "thread_name" and e["args"]["name"].startswith("ICI"))
-    assert any(e.get("ph") == "X" and e["tid"] == ici for e in events)
+    ici = next(e["tid"] for e in events if e["name"] == "thread_name" and e["args"]["name"] == "Async XLA Ops")
+    assert any(e.get("ph") == "X" and e["tid"] == ici and e["args"]["hlo_category"] == "collective" for e in events)
 
 
 def test_every_table_command_exports_json_and_csv(tmp_path):

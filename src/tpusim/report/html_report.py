@@ -25,9 +25,9 @@ VIEWS = (
     ("memory", "Memory viewer", "HBM in use over the program by kind of buffer, and the buffers live at the peak."),
     ("stages", "Compiled stages", "The traced jaxpr, the fused graph and the program of kernels, linked to the layers and lines of your code."),
     ("collectives", "Collectives", "Communication per mesh axis, and how much of it compute does not hide."),
-    ("systolic", "Inside the MXU: the systolic array", "A small matmul from your model, cycle by cycle."),
-    ("blocks", "Inside the MXU: folds and VMEM blocks", "How a matmul is cut into blocks that fit VMEM and folds that fit the array, and what padding costs."),
-    ("bf16", "Inside the MXU: bf16 rounding", "What the MXU's bf16 inputs do to your model's real values."),
+    ("systolic", "Inside the {unit}: the systolic array", "A small matmul from your model, cycle by cycle."),
+    ("blocks", "Inside the {unit}: folds and VMEM blocks", "How a matmul is cut into blocks that fit VMEM and folds that fit the array, and what padding costs."),
+    ("bf16", "Inside the {unit}: bf16 rounding", "What the matrix unit's bf16 inputs do to your model's real values."),
     ("compare", "Compare devices", "The same step on other devices."),
 )
 
@@ -36,12 +36,26 @@ def _asset(name: str) -> str:
     return resources.files("tpusim.report").joinpath("assets", name).read_text()
 
 
+def _views(kind: str, matrix_unit: str) -> list[tuple[str, str, str]]:
+    """The views with this device's words: a GPU has tensor cores, not an MXU, so its learner
+    views say they show how a TPU's MXU would run the same matmuls."""
+    out = []
+    for sid, name, hint in VIEWS:
+        if "{unit}" in name:
+            name = name.format(unit="MXU") if kind == "tpu" else name.replace("Inside the {unit}", "On a TPU's MXU")
+            if kind != "tpu":
+                hint += f" ({matrix_unit} work differently; this is how a TPU would run the same matmul.)"
+        out.append((sid, name, hint))
+    return out
+
+
 def render_html(data: dict[str, Any]) -> str:
     meta = data["meta"]
     title = f"tpusim report: {meta['model']} on {meta['device']}"
-    nav = "".join(f'<a href="#{sid}">{html.escape(name.replace("Inside the MXU: ", ""))}</a>' for sid, name, _ in VIEWS)
+    views = _views(meta["kind"], meta["matrix_unit"])
+    nav = "".join(f'<a href="#{sid}">{html.escape(name.split(": ")[-1])}</a>' for sid, name, _ in views)
     sections = "".join(f'<section id="{sid}" data-view="{sid}"><h2>{html.escape(name)}</h2><p class="hint">{html.escape(hint)}</p>'
-                       f'<div class="content"></div></section>' for sid, name, hint in VIEWS)
+                       f'<div class="content"></div></section>' for sid, name, hint in views)
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     subtitle = (f"{meta['chip']} &middot; precision {html.escape(meta['precision'])} &middot; "
                 "estimates from tpusim's hardware model, not measurements")
