@@ -115,7 +115,8 @@ def systolic_demo(program: Program, inputs: list[Any] | None = None, mxu_shape: 
         "mxu_shape": list(mxu_shape),
         "frames": [{"t": f.cycle, "fold": f.fold.reshape(R * C).tolist(), "row": f.row.reshape(R * C).tolist(),
                     "act": r4(f.act.reshape(R * C)), "psum": r4(f.psum.reshape(R * C)),
-                    "banks": [list(b) for b in f.banks], "out": r4(f.out)} for f in run.frames],
+                    "banks": [list(b) for b in f.banks], "out": r4(f.out),
+                    "written": f.written.astype(int).tolist()} for f in run.frames],
         "operands": (a_full, w_full),  # for bf16_rounding; dropped before serializing
     }
 

@@ -51,6 +51,7 @@ class Frame:
     psum: np.ndarray  # (R, C) f32
     banks: tuple[tuple[int, int], ...]
     out: np.ndarray  # (M, N) f32 accumulators so far
+    written: np.ndarray  # (M, N) bool: accumulators some fold has added into
 
     def array_utilization(self, rows: int, cols: int) -> float:
         """Useful MACs over what R x C PEs could do in the run's cycles."""
@@ -82,6 +83,7 @@ def simulate_systolic(a: np.ndarray, w: np.ndarray, rows: int, cols: int, double
         w_fold[f, :blk.shape[0], :blk.shape[1]] = blk
         fold_k[f], fold_n[f] = kb, nb
     out = np.zeros((M, nf * cols), np.float32)
+    written = np.zeros(out.shape, bool)
 
     # PE registers: activation value and tags (fold, row m) travelling with it; partial sums.
     act = np.zeros((rows, cols), np.float32)
@@ -150,6 +152,7 @@ def simulate_systolic(a: np.ndarray, w: np.ndarray, rows: int, cols: int, double
             f_out = tag_f[-1, cols_live]
             m_out = tag_m[-1, cols_live]
             np.add.at(out, (m_out, fold_n[f_out] * cols + cols_live), psum[-1, cols_live])
+            written[m_out, fold_n[f_out] * cols + cols_live] = True
             for f in np.unique(f_out):
                 remaining[f] -= int(np.sum(f_out == f))
                 if remaining[f] == 0:
@@ -159,7 +162,7 @@ def simulate_systolic(a: np.ndarray, w: np.ndarray, rows: int, cols: int, double
             busy.append(int(live.sum()))
         if frames:
             shots.append(Frame(t, np.where(live, tag_f, -1), tag_m.copy(), act.copy(), np.where(live, psum, 0.0),
-                               tuple(zip(bank_fold, bank_ready)), out[:, :N].copy()))
+                               tuple(zip(bank_fold, bank_ready)), out[:, :N].copy(), written[:, :N].copy()))
         t += 1
         if not live.any() and next_stream < F:  # idle: waiting for weights, skip ahead
             b_wait = [bank_ready[b] for b in range(banks) if bank_fold[b] == next_stream]

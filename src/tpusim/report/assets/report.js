@@ -273,7 +273,7 @@ function renderSystolic() {
   const draw = () => {
     const f = S.frames[idx];
     g.replaceChildren();
-    s("text", { x: 4, y: 16, text: `cycle ${f.t} of ${S.cycles}` }, g);
+    s("text", { x: 4, y: 16, text: `folds: ${S.folds} (${Math.ceil(S.k / A)} along K x ${Math.ceil(S.n / A)} along N); active PEs this cycle: ${f.fold.filter(x => x >= 0).length} of ${A * A}` }, g);
     f.banks.forEach(([fold, ready], b) => s("text", { x: 4 + 250 * b, y: 36, fill: fold >= 0 ? FOLD_COLORS[fold % FOLD_COLORS.length] : "#999",
       text: `weight bank ${b}: ${fold >= 0 ? "fold " + fold + (ready > f.t ? " loading (in at cycle " + ready + ")" : " loaded") : "empty"}` }, g));
     s("text", { x: 4, y: oy - 8, text: "activations enter \u2192" }, g);
@@ -294,8 +294,9 @@ function renderSystolic() {
     s("text", { x: 4, y: oy2 - 6, text: "accumulators (rows x outputs)" }, g);
     f.out.forEach((row, m) => row.forEach((v, n) => {
       const x = ox + n * accW, y = oy2 + m * 18;
-      s("rect", { x, y, width: accW - 2, height: 16, fill: v !== 0 ? "#dbe8fb" : "#f6f7f9", stroke: "#d9dde5" }, g);
-      if (v !== 0) s("text", { x: x + 2, y: y + 12, text: v.toPrecision(3) }, g);
+      const done = f.written[m][n];
+      s("rect", { x, y, width: accW - 2, height: 16, fill: done ? "#dbe8fb" : "#f6f7f9", stroke: "#d9dde5" }, g);
+      if (done) s("text", { x: x + 2, y: y + 12, text: v.toPrecision(3) }, g);
     }));
     counter.textContent = `cycle ${f.t} / ${S.cycles}`;
   };
