@@ -123,6 +123,34 @@ def test_collectives_in_a_node_follow_nccl_bus_bandwidth():
     assert both.bandwidth_s == pytest.approx(size * 2 * 7 / 8 / 450e9 + 2 * (size / 8) * 3 / 4 / 50e9)
 
 
+def test_cards_without_nvlink_form_pcie_nodes():
+    """A workstation of four RTX 4090s (no NVLink): the same ring all-reduce, at each card's PCIe
+    4.0 x16 rate (31.5 GB/s one way); a GPU whose file states neither link is refused, saying why."""
+    from tpusim.distribute.collectives import collective_cost
+    from tpusim.distribute.mesh import make_mesh
+    from tpusim.distribute.topology import parse_system
+    from tpusim.errors import SliceConfigError
+
+    system = parse_system("rtx4090-4")
+    assert "PCIe node" in system.describe()
+    ar = collective_cost("all_reduce", 1e9, ("x",), make_mesh(system, {"x": 4}))
+    assert ar.bandwidth_s == pytest.approx(1e9 * 2 * 3 / 4 / 31.5e9)
+    with pytest.raises(SliceConfigError, match="neither NVLink nor a PCIe bandwidth"):
+        parse_system("l4-8")
+
+
+def test_the_rented_gpu_catalog_is_complete_and_sourced():
+    from tpusim.hardware.chip import resolve_device
+
+    for name in ("v100", "t4", "l4", "a10", "rtx3090", "rtx4090", "rtx6000-ada", "a100-40gb", "a100", "h100",
+                 "h100-pcie", "h200", "b200", "mi250x", "mi300x"):
+        chip = resolve_device(name)
+        assert chip.kind == "gpu" and chip.peak_bf16_tflops and chip.hbm_bandwidth_gbps and chip.hbm_gib and chip.sm_count
+        for field in ("peak_bf16_tflops", "hbm_bandwidth_gbps", "hbm_gib", "sm_count"):
+            source = getattr(chip, field).source
+            assert source in chip.sources or source.startswith("derived"), (name, field)
+
+
 def test_fsdp_training_of_a_7b_lm_on_one_and_eight_h100_nodes():
     """A 7B-class decoder (32 layers, d_model 4096, seq 2048) trained with FSDP on h100-8 and on
     8xh100-8 (data x fsdp): estimates in seconds, communication broken out, plausible MFU."""

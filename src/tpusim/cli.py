@@ -138,7 +138,8 @@ def report(script: str = typer.Argument(..., help="a Python file defining `model
         comparison = None
         if others:
             with console.status(f"estimating on {len(others)} more devices..."):
-                comparison = run_compare(model, *inputs, devices=[device, *others], precision=precision or options["precision"],
+                comparison = run_compare(model, *inputs, devices=list(dict.fromkeys([device, *others])),
+                                         precision=precision or options["precision"],
                                          **sharding)
         concrete = all(hasattr(x, "__array__") for x in jax.tree.leaves(inputs))
         with console.status("writing the report..."):

@@ -52,6 +52,8 @@ def _link(chip: Chip, efficiency: float = 1.0) -> tuple[float, float]:
     all-gathers over 2x2 chips reach half the per-chip link rate)."""
     if chip.kind == "gpu" and chip.nvlink_bw_bidir_gbps is not None:
         w = chip.nvlink_bw_bidir_gbps.value * 1e9 / 2  # all of a GPU's NVLinks, one direction
+    elif chip.kind == "gpu" and chip.host_link_bw_gbps is not None:
+        w = chip.host_link_bw_gbps.value * 1e9  # a card without NVLink: its PCIe link, one direction
     else:
         w = chip.ici_link_bw_unidir_gbps.value * 1e9 if chip.ici_link_bw_unidir_gbps else 45e9
     h = chip.ici_hop_latency_us.value * 1e-6 if chip.ici_hop_latency_us else 1e-6

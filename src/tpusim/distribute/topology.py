@@ -98,7 +98,8 @@ class Slice:
 
     def describe(self) -> str:
         if self.chip.kind == "gpu":
-            return f"{self.name}: {self.chips} GPUs in one NVLink/NVSwitch node"
+            link = "NVLink/NVSwitch" if self.chip.nvlink_bw_bidir_gbps is not None else "PCIe"
+            return f"{self.name}: {self.chips} GPUs in one {link} node"
         torus = "x".join(str(d) for d in self.shape)
         wrap = ",".join("wrap" if w else "open" for w in self.wraparound)
         return f"{self.name}: {self.chips} chips ({torus}, {wrap}), {self.hosts} hosts"
@@ -147,9 +148,10 @@ GPUS_PER_NODE = 8
 
 
 def _gpu_node(chip: Chip, gpus: int) -> Slice:
-    if chip.nvlink_bw_bidir_gbps is None:
-        raise SliceConfigError(f"{chip.display_name} has no NVLink in tpusim's catalog: multi-GPU nodes of it "
-                               "(PCIe only) are not modelled; use an NVLink GPU such as h100 or a100")
+    if chip.nvlink_bw_bidir_gbps is None and chip.host_link_bw_gbps is None:
+        raise SliceConfigError(f"{chip.display_name} has neither NVLink nor a PCIe bandwidth (host_link_bw_gbps) in "
+                               "its chip file, so its multi-GPU nodes cannot be timed: add one (sourced), or use a GPU "
+                               "such as h100 or a100")
     if gpus < 1:
         raise SliceConfigError(f"a {chip.name} node holds 1 to {GPUS_PER_NODE} GPUs, asked for {gpus}")
     if gpus > GPUS_PER_NODE:
