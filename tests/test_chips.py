@@ -7,7 +7,7 @@ import tpusim
 from tpusim.hardware.chip import CATALOG_DIR, catalog
 
 EXPECTED = ["v1", "v2", "v3", "v4", "v5e", "v5p", "v6e", "tpu7x", "a100", "h100", "h200", "b200", "mi300x", "v100",
-            "a100-40gb", "h100-pcie", "l4", "t4", "a10", "l40s", "cpu"]
+            "a100-40gb", "h100-pcie", "l4", "t4", "a10", "l40s", "rtx4090", "rtx3090", "rtx6000-ada", "mi250x", "cpu"]
 
 
 def test_catalog_has_every_chip():
