@@ -92,6 +92,8 @@ def systolic_demo(program: Program, inputs: list[Any] | None = None, mxu_shape: 
     found = first_mxu_kernel(program)
     if found is None:
         return None
+    if inputs is None and any(v.dtype.kind not in "biuf" for v in program.inputs):
+        return None  # a PRNG key or other opaque input: no stand-in values to run the program on
     index, kernel = found
     anchor = kernel.op.params["anchor"]
     lhs, rhs, source = _operands(program, index, kernel, inputs)
