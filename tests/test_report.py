@@ -62,7 +62,7 @@ def test_systolic_demo_is_a_real_corner_of_the_models_conv(cnn):
     # the conv as a matmul (patches x filter) is the layer's real pre-activation output
     conv = jax.lax.conv_general_dilated(x, model.layers[0].kernel.numpy(), (1, 1), "SAME",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest")
-    np.testing.assert_allclose(a_full @ w_full, np.asarray(conv).reshape(-1, 8), atol=1e-5)
+    np.testing.assert_allclose(a_full @ w_full, np.asarray(conv)[0].reshape(-1, 8), atol=1e-5)  # the first image
     # the cycle-by-cycle array computes the bf16-input product of the rows and columns it shows
     a = a_full[demo["rows"], :demo["k"]]
     w = w_full[:demo["k"], :demo["n"]]

@@ -45,7 +45,8 @@ def first_mxu_kernel(program: Program) -> tuple[int, Kernel] | None:
 
 def _as_matrices(anchor: Any, lhs: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(A, W) with A @ W = the op's result as an M x N matrix (batch 0 of a batched dot; a
-    conv's input patches against its filter, taps folded into K as the MXU plan folds them)."""
+    conv's input patches of its first image against its filter, taps folded into K as the MXU
+    plan folds them)."""
     if anchor.prim == "dot_general":
         g = dot_geometry(anchor)
         a = np.transpose(lhs, (*g.lhs_batch, *g.lhs_free, *g.lhs_contract)).reshape(max(1, g.B), g.M, g.K)[0]
@@ -55,8 +56,11 @@ def _as_matrices(anchor: Any, lhs: np.ndarray, rhs: np.ndarray) -> tuple[np.ndar
     dn = p["dimension_numbers"]
     lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
     spatial = tuple(rhs.shape[d] for d in rhs_spec[2:])
+    # the first image only: the demo shows a few rows, and a batch's patches are taps x larger
+    # than the batch (ResNet-50's stem at batch 128: about 1 GB)
+    first = np.take(lhs, [0], axis=lhs_spec[0])
     patches = lax.conv_general_dilated_patches(
-        jax.numpy.asarray(lhs, np.float32), spatial, p["window_strides"], p["padding"], p["lhs_dilation"],
+        jax.numpy.asarray(first, np.float32), spatial, p["window_strides"], p["padding"], p["lhs_dilation"],
         p["rhs_dilation"], dn, precision=lax.Precision.HIGHEST)
     patches = np.asarray(patches)
     a = np.transpose(patches, (out_spec[0], *out_spec[2:], out_spec[1])).reshape(-1, patches.shape[out_spec[1]])
@@ -98,9 +102,10 @@ def systolic_demo(program: Program, inputs: list[Any] | None = None, mxu_shape: 
     anchor = kernel.op.params["anchor"]
     lhs, rhs, source = _operands(program, index, kernel, inputs)
     a_full, w_full = _as_matrices(anchor, lhs, rhs)
-    M, K = a_full.shape
+    rows_shown, K = a_full.shape  # a conv's: the first image's output pixels
     N = w_full.shape[1]
-    rows = np.unique(np.linspace(0, M - 1, min(DEMO_ROWS, M)).astype(int))
+    M = int(kernel.mxu.M) if anchor.prim == "conv_general_dilated" else rows_shown  # type: ignore[union-attr]
+    rows = np.unique(np.linspace(0, rows_shown - 1, min(DEMO_ROWS, rows_shown)).astype(int))
     a, w = a_full[rows, :DEMO_K], w_full[:DEMO_K, :DEMO_N]
     run = simulate_systolic(a, w, DEMO_ARRAY, DEMO_ARRAY, frames=True)
     reference = to_bf16_f32(a).astype(np.float64) @ to_bf16_f32(w).astype(np.float64)

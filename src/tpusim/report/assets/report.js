@@ -262,7 +262,7 @@ function renderSystolic() {
   if (!S) { c.append(h("p", { text: "This model has no matmul or convolution on the " + D.meta.matrix_unit + "." })); return; }
   const A = S.array, cell = 62, ox = 120, oy = 70, accW = 52;
   c.append(h("p", { class: "hint", text: `A ${S.array}x${S.array} weight-stationary array (the real ${D.meta.kind === "tpu" ? D.meta.matrix_unit : "TPU MXU"} is ${S.mxu_shape.join("x")}) running a corner of ${S.kernel} ` +
-    `(${S.prim}, ${S.full.M}x${S.full.K} by ${S.full.K}x${S.full.N} as a matmul): ${S.rows.length} of its ${S.full.M} rows, the first ${S.k} of ${S.full.K} contraction terms and ${S.n} of ${S.full.N} outputs, ` +
+    `(${S.prim}, ${S.full.M}x${S.full.K} by ${S.full.K}x${S.full.N} as a matmul): ${S.rows.length} of its ${S.full.M} rows${S.prim === "conv_general_dilated" ? " (output pixels of its first image)" : ""}, the first ${S.k} of ${S.full.K} contraction terms and ${S.n} of ${S.full.N} outputs, ` +
     `with ${S.source}. Each fold's weights load into a bank one row per cycle; activation rows enter skewed, one array row per cycle; partial sums flow down and leave into the accumulators. ` +
     `Cycle-accurate (sim/systolic.py): ${S.cycles} cycles for ${S.folds} folds here; the whole op on one ${S.mxu_shape.join("x")} array: ${S.full_cycles.toLocaleString()} cycles.` }));
   const busiest = S.frames.reduce((b, f, i) => (f.fold.filter(x => x >= 0).length > S.frames[b].fold.filter(x => x >= 0).length ? i : b), 0);
