@@ -60,8 +60,185 @@ def fuse(graph: Graph) -> Graph:
     split = _split_epilogues(groups, graph.outputs)
     if split:
         groups = _group(graph, split)
+    groups = _recompute_from_reads(_live(groups, graph.outputs))
+    groups = _store_narrow(_live(groups, graph.outputs), graph.outputs)
     groups = _merge_into_outputs(_live(groups, graph.outputs), graph.outputs)
     return Graph(list(graph.inputs), list(graph.outputs), _emit(groups, graph.outputs))
+
+
+def _recompute_from_reads(groups: list[_Group]) -> list[_Group]:
+    """A kernel that reads a value it could compute from values it reads anyway (and small
+    ones: batch-norm statistics) computes it instead: a ReLU's derivative mask is remade from
+    the pre-activation the batch-norm gradient next to it reads, as XLA's backward fusions do,
+    so the forward pass never stores it. Only cheap elementwise producers are duplicated."""
+    producer: dict[int, tuple[int, Op]] = {}
+    for gi, g in enumerate(groups):
+        if g.kind == "single":
+            continue
+        for op in g.ops:
+            if op is g.anchor:
+                continue
+            for o in op.outputs:
+                producer.setdefault(o.id, (gi, op))
+
+    def cone_of(v: Value, avail: set[int], ref: int, before: int, depth: int, out: list[Op]) -> bool:
+        if v.id in avail or is_immediate(v):
+            return True
+        made = producer.get(v.id)
+        if made is None or made[0] >= before or v.id in groups[made[0]].reduce_outs:
+            # a stored value: fine to read only if it is small beside the one it replaces
+            return v.size * 8 <= ref and (made is None or made[0] < before)
+        op = made[1]
+        if depth > 12 or category_of(op.prim) not in EPILOGUE and op.prim not in EPILOGUE_MOVEMENT:
+            return v.size * 8 <= ref
+        if not all(cone_of(u, avail, ref, before, depth + 1, out) for u in op.inputs):
+            return False
+        if all(op is not o for o in out):
+            out.append(op)
+        return True
+
+    for ri, r in enumerate(groups):
+        if r.kind == "single":
+            continue
+        changed = False
+        for v in _ordered_reads(r):
+            avail = (_reads(r) - {v.id}) | r.local
+            cone: list[Op] = []
+            made = producer.get(v.id)
+            if made is None or made[0] >= ri or v.size < 8 * 128:
+                continue
+            if not cone_of(v, avail, v.size, ri, 0, cone) or not cone:
+                continue
+            new_reads = {u.id for op in cone for u in op.inputs} - avail - {o.id for op in cone for o in op.outputs}
+            if sum(u.nbytes for op in cone for u in op.inputs if u.id in new_reads) >= v.nbytes:
+                continue
+            r.ops = cone + r.ops
+            r.local.update(o.id for op in cone for o in op.outputs)
+            changed = True
+        if changed:
+            r.ops = _topological(r.ops)
+    return groups
+
+
+def _ordered_reads(group: _Group) -> list[Value]:
+    seen: dict[int, Value] = {}
+    for op in group.ops:
+        for v in op.inputs:
+            if v.id not in group.local:
+                seen.setdefault(v.id, v)
+    return list(seen.values())
+
+
+def _topological(ops: list[Op]) -> list[Op]:
+    """`ops` reordered so every op follows the ops (in the list) that make its inputs; stable."""
+    made = {o.id: i for i, op in enumerate(ops) for o in op.outputs}
+    done: set[int] = set()
+    out: list[Op] = []
+
+    def visit(i: int) -> None:
+        if i in done:
+            return
+        done.add(i)
+        for v in ops[i].inputs:
+            j = made.get(v.id)
+            if j is not None and j != i:
+                visit(j)
+        out.append(ops[i])
+
+    for i in range(len(ops)):
+        visit(i)
+    return out
+
+
+def _narrowing_cone(group: _Group, wide: Value) -> tuple[list[Op], Value, set[int]] | None:
+    """In `group`, which reads the exported value `wide` from HBM: the cheap elementwise ops
+    that lead from `wide` to one narrowing convert (a mixed-precision gradient summed in f32,
+    then cast to bf16 for the conv that reads it), if everything the group does with `wide`
+    goes through that convert and the ops' other inputs are small values read from outside.
+    Returns (ops, narrow, ids of those other inputs)."""
+    local_readers: dict[int, list[Op]] = {}
+    for op in group.ops:
+        for v in op.inputs:
+            local_readers.setdefault(v.id, []).append(op)
+    cone: list[Op] = []
+    frontier, seen = [wide], {wide.id}
+    while frontier:
+        v = frontier.pop()
+        for op in local_readers.get(v.id, []):
+            if any(o.id in seen for o in op.outputs):
+                continue
+            if op is group.anchor or category_of(op.prim) not in EPILOGUE and op.prim not in EPILOGUE_MOVEMENT:
+                return None
+            cone.append(op)
+            narrows = (op.prim == "convert_element_type" and op.outputs[0].nbytes < op.inputs[0].nbytes)
+            for o in op.outputs:
+                seen.add(o.id)
+                if not narrows:
+                    frontier.append(o)
+    converts = [op for op in cone if op.prim == "convert_element_type" and op.outputs[0].nbytes < op.inputs[0].nbytes]
+    if len(converts) != 1 or converts[0].outputs[0].shape != wide.shape:
+        return None
+    narrow = converts[0].outputs[0]
+    # the cone's other inputs: small values (a bias, a scale) from outside the group, or
+    # broadcasts of them made inside it (which go along with the cone)
+    made_by = {o.id: op for op in group.ops for o in op.outputs}
+    others: set[int] = set()
+    pending = [v for op in cone for v in op.inputs if v.id not in seen and v.id != wide.id]
+    while pending:
+        v = pending.pop()
+        if is_immediate(v) or v.id in seen or v.id in others:
+            continue
+        if v.id not in group.local:
+            if v.size * 8 > wide.size:
+                return None
+            others.add(v.id)
+            continue
+        op = made_by[v.id]
+        if category_of(op.prim) not in EPILOGUE and op.prim not in EPILOGUE_MOVEMENT:
+            return None
+        cone.append(op)
+        seen.update(o.id for o in op.outputs)
+        pending.extend(op.inputs)
+    order = {id(op): i for i, op in enumerate(group.ops)}
+    return sorted(cone, key=lambda op: order[id(op)]), narrow, others
+
+
+def _store_narrow(groups: list[_Group], graph_outputs: list[Value]) -> list[_Group]:
+    """Store a value in the narrow dtype its readers use: where every kernel that reads a wide
+    (f32) value from HBM only casts it to bf16 (after cheap elementwise work, the same in each:
+    mixed precision's f32 gradient sums feeding bf16 convs and bias gradients), the kernel that
+    makes it does the cast and writes the bf16 value instead, as XLA's multi-output loop
+    fusions do; the f32 value never reaches HBM."""
+    out_ids = {v.id for v in graph_outputs}
+    owner = {o.id: gi for gi, g in enumerate(groups) for op in g.ops for o in op.outputs}
+    read = _read_outside(groups)
+    for gi, g in enumerate(groups):
+        if g.kind != "loop":
+            continue
+        for wide in [o for op in g.ops for o in op.outputs]:
+            if wide.id in out_ids or wide.id in g.reduce_outs or wide.size < 8 * 128:
+                continue
+            readers = sorted(read.get(wide.id, set()) - {gi})
+            if not readers:
+                continue
+            cones = [_narrowing_cone(groups[ri], wide) for ri in readers]
+            if any(c is None for c in cones) or len({c[1].id for c in cones}) != 1:  # type: ignore[index]
+                continue
+            ops, narrow, others = cones[0]  # type: ignore[misc]
+            if any(owner.get(i, -1) > gi or i in g.reduce_outs for i in others):
+                continue
+            for ri, (cone, _, _) in zip(readers, cones):  # type: ignore[misc]
+                r = groups[ri]
+                drop = {id(op) for op in cone}
+                r.ops = [op for op in r.ops if id(op) not in drop]
+                r.local -= {o.id for op in cone for o in op.outputs}
+            g.ops.extend(op for op in ops if not any(o.id in g.local for o in op.outputs))
+            g.local.update(o.id for op in ops for o in op.outputs)
+            for op in ops:
+                for o in op.outputs:
+                    owner[o.id] = gi
+            read = _read_outside(groups)
+    return groups
 
 
 def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> list[_Group]:
@@ -138,6 +315,11 @@ def _read_outside(groups: list[_Group]) -> dict[int, set[int]]:
     return read
 
 
+def _reads(group: _Group) -> set[int]:
+    """Ids of the values `group` reads from HBM so far."""
+    return {v.id for op in group.ops for v in op.inputs if v.id not in group.local}
+
+
 def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
     """One pass of grouping; ops in `no_epilogue` do not join a matmul/conv group."""
     groups: list[_Group] = []
@@ -183,7 +365,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         least 1/8 of `ref` bytes it did not write before, such as an activation, rather than a
         batch-norm scale): none if local, else the cheaper of storing it and recomputing it from
         its own inputs."""
-        if v.id in group.local or is_immediate(v):
+        if v.id in group.local or is_immediate(v) or v.id in _reads(group):
             return 0, False
         store = (stored_cost(v), v.id in owner and v.id not in exported and 8 * v.nbytes >= ref)
         op = duplicable(group, v) if depth < 8 else None
@@ -193,7 +375,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         again = (sum(c for c, _ in costs), any(f for _, f in costs))
         return min(store, again)
 
-    def recompute(group: _Group, v: Value) -> None:
+    def recompute(group: _Group, v: Value, free_only: bool = False) -> None:
         """Duplicate cheap elementwise producers from other kernels into `group` where
         recomputing costs fewer HBM bytes than storing the value for this reader (for a dot's
         operand, no more, give or take MXU_OPERAND_TIE, if it stores nothing new)."""
@@ -202,11 +384,13 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
             return
         costs = [read_cost(group, u, 1, v.nbytes) for u in op.inputs]
         cost, fresh, saved = sum(c for c, _ in costs), any(f for _, f in costs), stored_cost(v)
+        if free_only and cost > 0:
+            return
         if not (cost < saved or (group.kind != "loop" and not fresh and cost <= saved * MXU_OPERAND_TIE)):
             return
         for u in op.inputs:
             pull(group, u)  # deferred inputs are computed here, before the op that reads them
-            recompute(group, u)
+            recompute(group, u, free_only)
         group.ops.append(op)
         group.local.update(o.id for o in op.outputs)
 
@@ -214,8 +398,9 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         if group.kind != "single":
             for v in op.inputs:
                 pull(group, v)
-                if group.kind == "loop" or op is group.anchor:
-                    recompute(group, v)
+                # an epilogue recomputes only what it can make from values it reads anyway (a
+                # ReLU's mask from the pre-activation a batch-norm gradient reads)
+                recompute(group, v, free_only=group.kind != "loop" and op is not group.anchor)
         exported.update(v.id for v in op.inputs if v.id not in group.local)
         for o in op.outputs:
             producer[o.id] = op
