@@ -77,6 +77,34 @@ def test_backward_kernels_leave_no_dead_work():
     assert mxu_reductions
 
 
+def test_mixed_precision_stem_stores_no_mask_and_no_f32_gradient():
+    """ResNet's stem (conv, batch norm, ReLU, max pool) trained under mixed_bfloat16, as XLA
+    fuses it: the ReLU mask is remade in the backward kernel that reads the pre-activation anyway
+    (never stored), and the f32 gradient that the conv and its bias gradient both cast to bf16 is
+    written once, in bf16, by the kernel that makes it."""
+    keras = pytest.importorskip("keras")
+    from tpusim.validation.memory_programs import _keras_train
+
+    def stem():
+        i = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(64, 7, strides=2)(keras.layers.ZeroPadding2D(3)(i))
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+        x = keras.layers.MaxPooling2D(3, strides=2)(keras.layers.ZeroPadding2D(1)(x))
+        return keras.Model(i, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        p = _keras_train("stem", stem, 64, "sgd")()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    c = tpusim.compile(p.fn, *p.args, device="v4", donate_argnums=p.donate_argnums)
+    made = {v.id for k in c.program.kernels for v in k.outputs}
+    stored = {(str(v.dtype), v.shape) for k in c.program.kernels for v in k.inputs if v.id in made}
+    assert ("bool", (64, 16, 16, 64)) not in stored
+    assert ("float32", (64, 16, 16, 64)) not in stored
+    assert ("bfloat16", (64, 16, 16, 64)) in stored
+
+
 def test_elementwise_chain_is_one_kernel():
     g = fuse(ir(lambda x, y: jnp.exp(x * 2 + y) - jnp.tanh(y), jnp.ones((64, 128)), jnp.ones((64, 128))))
     assert kinds(g) == ["loop"]
