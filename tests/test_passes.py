@@ -105,6 +105,15 @@ def test_mixed_precision_stem_stores_no_mask_and_no_f32_gradient():
     assert ("bfloat16", (64, 16, 16, 64)) in stored
 
 
+def test_sibling_kernels_reading_one_array_read_it_once():
+    """Two reductions of the same array that do not feed each other are one multi-output
+    kernel (XLA's sibling fusion), so the array crosses HBM once."""
+    x = jnp.ones((512, 1024))
+    g = fuse(ir(lambda x, a, b: (jnp.sum(x * a, axis=0), jnp.sum(jnp.tanh(x) * b, axis=1)), x, x, x))
+    assert kinds(g) == ["loop"]
+    assert len(g.ops[0].outputs) == 2
+
+
 def test_elementwise_chain_is_one_kernel():
     g = fuse(ir(lambda x, y: jnp.exp(x * 2 + y) - jnp.tanh(y), jnp.ones((64, 128)), jnp.ones((64, 128))))
     assert kinds(g) == ["loop"]

@@ -62,8 +62,43 @@ def fuse(graph: Graph) -> Graph:
         groups = _group(graph, split)
     groups = _recompute_from_reads(_live(groups, graph.outputs))
     groups = _store_narrow(_live(groups, graph.outputs), graph.outputs)
+    groups = _merge_siblings(_live(groups, graph.outputs))
     groups = _merge_into_outputs(_live(groups, graph.outputs), graph.outputs)
     return Graph(list(graph.inputs), list(graph.outputs), _emit(groups, graph.outputs))
+
+
+# How many kernels ahead a loop kernel looks for a sibling that reads the same array. A
+# modelling choice (XLA's sibling fusion looks at all consumers of an operand).
+SIBLING_WINDOW = 8
+
+
+def _merge_siblings(groups: list[_Group]) -> list[_Group]:
+    """Sibling multi-output fusion: two loop kernels that read the same large array and do not
+    feed each other become one kernel that reads it once (the two batch-norm gradients of a
+    ResNet projection block, both made from the block's output gradient, as XLA fuses them).
+    The earlier kernel moves to the later one's place, so nothing in between may read it."""
+    merged: set[int] = set()
+    for ai, a in enumerate(groups):
+        if a.kind != "loop" or ai in merged:
+            continue
+        a_reads = {v.id: v for v in _ordered_reads(a)}
+        a_outs = {o.id for op in a.ops for o in op.outputs}
+        biggest = max((v.size for v in a_reads.values()), default=0)
+        for bi in range(ai + 1, min(len(groups), ai + 1 + SIBLING_WINDOW)):
+            b = groups[bi]
+            if any(v.id in a_outs for op in b.ops for v in op.inputs):
+                break  # a's results are needed here: a cannot move past this kernel
+            if b.kind != "loop" or bi in merged:
+                continue
+            shared = [v for v in _ordered_reads(b) if v.id in a_reads and v.size * 8 >= biggest]
+            if not shared:
+                continue
+            b.ops = a.ops + [op for op in b.ops if all(op is not x for x in a.ops)]
+            b.local |= a.local
+            b.reduce_outs |= a.reduce_outs
+            merged.add(ai)
+            break
+    return [g for gi, g in enumerate(groups) if gi not in merged]
 
 
 def _recompute_from_reads(groups: list[_Group]) -> list[_Group]:
