@@ -14,6 +14,10 @@
   stored). A matmul/conv takes such producers of its operands as a prologue: softmax's
   division by the row sum is done on the operand blocks of the `probs @ v` matmuls (forward
   and backward), so the normalized T x T matrix never exists in HBM, as in XLA's TPU fusions.
+- After grouping, three whole-graph passes do what XLA's multi-output fusions do: a kernel
+  remakes a value from arrays it reads anyway instead of reading it (ReLU masks); a wide value
+  every reader casts to bf16 is stored in bf16 by its maker; and sibling loop kernels that
+  read the same array become one kernel.
 - Windowed reductions, gathers/scatters and control flow stay kernels of their own; loop and
   branch bodies are fused recursively.
 
