@@ -97,7 +97,8 @@ def _merge_siblings(groups: list[_Group]) -> list[_Group]:
             shared = [v for v in _ordered_reads(b) if v.id in a_reads and v.size * 8 >= biggest]
             if not shared:
                 continue
-            b.ops = a.ops + [op for op in b.ops if all(op is not x for x in a.ops)]
+            in_a = {id(op) for op in a.ops}
+            b.ops = a.ops + [op for op in b.ops if id(op) not in in_a]
             b.local |= a.local
             b.reduce_outs |= a.reduce_outs
             merged.add(ai)
@@ -140,8 +141,10 @@ def _recompute_from_reads(groups: list[_Group]) -> list[_Group]:
         if r.kind == "single":
             continue
         changed = False
-        for v in _ordered_reads(r):
-            avail = (_reads(r) - {v.id}) | r.local
+        reads = _ordered_reads(r)
+        read_ids = {v.id for v in reads}
+        for v in reads:
+            avail = (read_ids - {v.id}) | r.local
             cone: list[Op] = []
             made = producer.get(v.id)
             if made is None or made[0] >= ri or v.size < 8 * 128:
@@ -153,6 +156,7 @@ def _recompute_from_reads(groups: list[_Group]) -> list[_Group]:
                 continue
             r.ops = cone + r.ops
             r.local.update(o.id for op in cone for o in op.outputs)
+            read_ids = (read_ids - {v.id}) | new_reads
             changed = True
         if changed:
             r.ops = _topological(r.ops)
@@ -173,19 +177,20 @@ def _topological(ops: list[Op]) -> list[Op]:
     made = {o.id: i for i, op in enumerate(ops) for o in op.outputs}
     done: set[int] = set()
     out: list[Op] = []
-
-    def visit(i: int) -> None:
-        if i in done:
-            return
-        done.add(i)
-        for v in ops[i].inputs:
-            j = made.get(v.id)
-            if j is not None and j != i:
-                visit(j)
-        out.append(ops[i])
-
-    for i in range(len(ops)):
-        visit(i)
+    for start in range(len(ops)):
+        stack = [start]
+        while stack:
+            i = stack[-1]
+            if i in done:
+                stack.pop()
+                continue
+            waiting = [j for v in ops[i].inputs if (j := made.get(v.id)) is not None and j != i and j not in done]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            done.add(i)
+            out.append(ops[i])
+            stack.pop()
     return out
 
 
@@ -354,11 +359,6 @@ def _read_outside(groups: list[_Group]) -> dict[int, set[int]]:
     return read
 
 
-def _reads(group: _Group) -> set[int]:
-    """Ids of the values `group` reads from HBM so far."""
-    return {v.id for op in group.ops for v in op.inputs if v.id not in group.local}
-
-
 def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
     """One pass of grouping; ops in `no_epilogue` do not join a matmul/conv group."""
     groups: list[_Group] = []
@@ -404,7 +404,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         least 1/8 of `ref` bytes it did not write before, such as an activation, rather than a
         batch-norm scale): none if local, else the cheaper of storing it and recomputing it from
         its own inputs."""
-        if v.id in group.local or is_immediate(v) or v.id in _reads(group):
+        if v.id in group.local or is_immediate(v):
             return 0, False
         store = (stored_cost(v), v.id in owner and v.id not in exported and 8 * v.nbytes >= ref)
         op = duplicable(group, v) if depth < 8 else None
@@ -414,7 +414,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         again = (sum(c for c, _ in costs), any(f for _, f in costs))
         return min(store, again)
 
-    def recompute(group: _Group, v: Value, free_only: bool = False) -> None:
+    def recompute(group: _Group, v: Value) -> None:
         """Duplicate cheap elementwise producers from other kernels into `group` where
         recomputing costs fewer HBM bytes than storing the value for this reader (for a dot's
         operand, no more, give or take MXU_OPERAND_TIE, if it stores nothing new)."""
@@ -423,13 +423,11 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
             return
         costs = [read_cost(group, u, 1, v.nbytes) for u in op.inputs]
         cost, fresh, saved = sum(c for c, _ in costs), any(f for _, f in costs), stored_cost(v)
-        if free_only and cost > 0:
-            return
         if not (cost < saved or (group.kind != "loop" and not fresh and cost <= saved * MXU_OPERAND_TIE)):
             return
         for u in op.inputs:
             pull(group, u)  # deferred inputs are computed here, before the op that reads them
-            recompute(group, u, free_only)
+            recompute(group, u)
         group.ops.append(op)
         group.local.update(o.id for o in op.outputs)
 
@@ -437,9 +435,8 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         if group.kind != "single":
             for v in op.inputs:
                 pull(group, v)
-                # an epilogue recomputes only what it can make from values it reads anyway (a
-                # ReLU's mask from the pre-activation a batch-norm gradient reads)
-                recompute(group, v, free_only=group.kind != "loop" and op is not group.anchor)
+                if group.kind == "loop" or op is group.anchor:
+                    recompute(group, v)
         exported.update(v.id for v in op.inputs if v.id not in group.local)
         for o in op.outputs:
             producer[o.id] = op
