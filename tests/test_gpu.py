@@ -176,3 +176,18 @@ def test_gpu_estimates_name_the_tensor_cores_not_an_mxu():
     est = tpusim.compile(lambda a, b: a @ b, x, x, device="h100").estimate()
     assert est.matrix_unit == "tensor cores" and "tensor cores" in repr(est) and "MXU" not in repr(est)
     assert tpusim.compile(lambda a, b: a @ b, x, x, device="v5e").estimate().matrix_unit == "MXU"
+
+
+def test_h100_programs_timed_by_this_project_are_held_out_checks():
+    """The JAX programs benchmarks/gpu_measure.py timed on an H100 SXM: every workload rebuilds
+    and estimates; whole training steps (MLP, ResNet-50, GPT; nothing fitted on them) within 10%
+    median, and large elementwise fusions, held out from the HBM fit, within 15%."""
+    from tpusim.validation import kernels
+
+    rows = [r for r in kernels.measured_rows() if r.id.startswith("h100-jax-")]
+    assert len(rows) >= 250 and all("H100" in r.source and "2026-11-24" in r.source for r in rows)
+    steps = [r for r in rows if r.family == "h100 training step (JAX)"]
+    mid = [r for r in rows if kernels._timed_elementwise(r, 2**22, 2**24)]
+    assert len(steps) >= 8 and len(mid) >= 10 and not any(kernels.fit_role(r) for r in steps + mid)
+    assert median(abs(r.error) for r in kernels.evaluate(steps)) <= 0.10
+    assert median(abs(r.error) for r in kernels.evaluate(mid)) <= 0.15

@@ -321,8 +321,8 @@ def validate(refit: bool = typer.Option(False, help="refit the calibration const
              json_out: str = typer.Option(None, "--json", help="write every table (kernel families, whole programs, "
                                                                "memory) as JSON here ('-': stdout)"),
              csv_out: str = typer.Option(None, "--csv", help="write the kernel-family table as CSV here ('-': stdout)")) -> None:
-    """Predicted vs published measured timings: ~9,900 single-chip kernels over TPU v4, v6e,
-    TPU7x and GPUs (H100, B200, MI300X-class) by family (in-sample and held-out error apart),
+    """Predicted vs measured timings: ~10,250 single-chip kernels over TPU v4, v6e, TPU7x and
+    GPUs (H100, B200, MI300X-class; H100 JAX programs timed by this project) by family (in-sample and held-out error apart),
     and whole-program checks."""
     from rich.table import Table
 

@@ -50,6 +50,9 @@ class Calibration:
     # GPUs: sustained fraction of the TF32 tensor-core peak (f32 matmuls at default precision);
     # 0 means the same as mxu_efficiency.
     tf32_efficiency: float = 0.0
+    # GPUs: the fixed device time of a kernel that is not a GEMM (XLA's loop and reduction
+    # fusions: no operand pipeline to fill, no tile waves); 0 means kernel_floor_s.
+    loop_floor_s: float = 0.0
     generation: str = "default"
 
     def describe(self) -> dict[str, dict[str, str | float]]:

@@ -18,7 +18,9 @@ their arithmetic on the CUDA cores (transcendentals on the special-function unit
 
 Per architecture, four constants are fitted on stated subsets of XLA:GPU's own measured GEMM
 tables (sim/calibration.yaml, `tpusim validate`): the kernel floor, the per-wave latency, the
-sustained tensor-core fraction, and the sustained TF32 fraction.
+sustained tensor-core fraction, and the sustained TF32 fraction. Two more are fitted on the
+H100 kernels this project timed (benchmarks/gpu_measure.py): the fixed time of a non-GEMM
+kernel, and the HBM fraction a streaming loop fusion sustains.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class GpuTimer(DeviceTimer):
         vector_s = (vector_flops + SFU_COST * c.transcendentals) / self.cuda_core_ops_per_s
         dma_s = self.dma_seconds(kernel.hbm_bytes)
         steady = max(tensor_s, vector_s, dma_s)
-        floor = self.cal.kernel_floor_s
+        floor = self.cal.kernel_floor_s if mxu_flops or not self.cal.loop_floor_s else self.cal.loop_floor_s
         bound: Bound
         if floor > steady:
             bound = "overhead"

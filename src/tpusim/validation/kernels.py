@@ -8,6 +8,10 @@ Data (validation/data/, every row with its source repository, commit and path):
 - GPUs, XLA:GPU's own measured matmul tables (openxla/xla, ROCm/xla): 2,250 batched GEMMs
   (b in {1,2,4}; M, N, K in 256..4096) on H100 (bf16, f32 as TF32), B200 (bf16, TF32, fp8) and
   an MI300X-class gfx942 (bf16), each the median CUPTI kernel time of an XLA-compiled dot.
+- H100 SXM, timed by this project (benchmarks/gpu_measure.py, JAX on a lent GPU): GEMMs of five
+  operand types, elementwise and reduction fusions, attention (plain JAX, XLA and cuDNN), ResNet
+  convolutions and whole training steps (MLP, ResNet-50, GPT), each the CUPTI kernel time of the
+  jitted program per call. The workloads are gpu_workloads.py's, estimated here unchanged.
 
 `FIT_SUBSETS` says which rows fit which constant; every other row is held out, and the report
 gives in-sample and held-out error separately, by family. Compiled workloads are cached, so a
@@ -79,6 +83,23 @@ def _gpu_gemms() -> list[Row]:
     return rows
 
 
+def _gpu_timed() -> list[Row]:
+    import json
+
+    from tpusim.validation.gpu_workloads import family
+
+    rows = []
+    with open(DATA / "h100_jax.csv") as f:
+        for r in csv.DictReader(f):
+            spec = tuple(tuple(x) if isinstance(x, list) else x for x in json.loads(r["spec"]))
+            chip = "h100"  # the 80 GB SXM part the rows name
+            rows.append(Row(f"{chip}-jax-" + "-".join(str(x) for x in spec), chip, f"{chip} {family(spec)} (JAX)",
+                            f"{chip}-jax-{spec[0]}", ("gpu", spec), float(r["device_us"]) * 1e-6,
+                            f"timed by tpusim's {r['script']} on {r['gpu']} (driver {r['driver']}), JAX {r['jax']}, "
+                            f"{r['date']}: CUPTI kernel time per call, median"))
+    return rows
+
+
 def _v4_vector_ops() -> list[Row]:
     rows = []
     with open(DATA / "tpu_v4_vector_ops.csv") as f:
@@ -123,7 +144,7 @@ def _microbench() -> list[Row]:
 
 @lru_cache(maxsize=1)
 def measured_rows() -> tuple[Row, ...]:
-    return tuple(_v4_gemms() + _v4_vector_ops() + _microbench() + _gpu_gemms())
+    return tuple(_v4_gemms() + _v4_vector_ops() + _microbench() + _gpu_gemms() + _gpu_timed())
 
 
 # ---- which rows fit which constant ----------------------------------------------------------
@@ -131,6 +152,13 @@ def _min_dim(row: Row) -> int:
     if row.build[0] == "bmm":
         return min(row.build[2:5])
     return min(row.build[1:4]) if row.build[0] == "matmul" else 0
+
+
+def _timed_elementwise(row: Row, lo: int, hi: int) -> bool:
+    """A GPU-timed elementwise kernel (gpu_workloads' loop fusions) of lo..hi elements."""
+    if row.build[0] != "gpu" or row.family.split(" ", 1)[1] != "elementwise (JAX)":
+        return False
+    return lo <= math.prod(row.build[1][1]) <= hi
 
 
 def _gpu_subset(chip: str, dtype: str, predicate: Callable[[Row], bool] = lambda r: True) -> Callable[[Row], bool]:
@@ -183,6 +211,14 @@ for _chip in GPU_FITTED:
     ]
     if _chip != "mi300x":
         FIT_SUBSETS.append((_chip, "tf32_efficiency", "the 125 f32 (TF32) GEMMs with b=1", _gpu_subset(_chip, "float32")))
+# The H100 kernels this project timed: the smallest and the largest elementwise fusions (every
+# other timed kernel, reductions, attention, convolutions and training steps included, is held out).
+FIT_SUBSETS += [
+    ("h100", "loop_floor_s", "the 18 elementwise fusions of 64Ki and 256Ki elements timed on an H100 (h100_jax.csv)",
+     lambda r: _timed_elementwise(r, 0, 2**18)),
+    ("h100", "hbm_efficiency", "the 18 elementwise fusions of 64Mi and 256Mi elements timed on an H100 (h100_jax.csv)",
+     lambda r: _timed_elementwise(r, 2**26, 2**28)),
+]
 
 
 def fit_role(row: Row) -> str | None:
@@ -202,6 +238,10 @@ def workload(build: tuple) -> tuple[Callable, list[jax.ShapeDtypeStruct]]:
     """The JAX function and argument shapes that the measurement timed (as its source code
     describes it: see the data README)."""
     kind = build[0]
+    if kind == "gpu":
+        from tpusim.validation.gpu_workloads import build as gpu_build
+
+        return gpu_build(build[1], traceable=True)
     if kind == "bmm":
         _, b, m, n, k, dtype = build
         return (lambda x, y: jnp.matmul(x, y)), [jax.ShapeDtypeStruct((b, m, k), dtype), jax.ShapeDtypeStruct((b, k, n), dtype)]
@@ -265,7 +305,12 @@ def _compiled(build: tuple, chip: str) -> Any:
     from tpusim.api import compile as tpu_compile
 
     fn, args = workload(build)
-    return tpu_compile(fn, *args, device=chip, check_memory=False)
+    options = {}
+    if build[0] == "gpu":
+        from tpusim.validation.gpu_workloads import compile_options
+
+        options = compile_options(build[1])
+    return tpu_compile(fn, *args, device=chip, check_memory=False, **options)
 
 
 def predict(row: Row, calibration: Calibration | None = None) -> float:
@@ -287,7 +332,7 @@ def _log_error(rows: Iterable[Row], cal: Calibration) -> float:
 def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
     """1-D search (log-spaced, then golden section) of the constant minimizing the subset's
     median |log error|."""
-    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "mxu_fill_share": (0.01, 1.5), "wave_latency_s": (1e-8, 1e-5),
+    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "loop_floor_s": (1e-7, 1e-5), "mxu_fill_share": (0.01, 1.5), "wave_latency_s": (1e-8, 1e-5),
               "one_core_hbm_fraction": (0.05, 1.0)}.get(name, (0.05, 1.5))
     if name == "kernel_floor_s" and rows and rows[0].build[0] == "bmm":
         lo, hi = 1e-7, 2e-5  # a GPU kernel's floor is several microseconds
