@@ -142,7 +142,8 @@ def test_measured_rows_cover_three_generations_with_sources():
 
 def test_held_out_kernels_by_family():
     """Held-out median |error| on a fixed sample: vector ops within 15% (the issue's bar);
-    GEMMs as the model stands (v4 float16 GEMMs are not yet at the 10% bar: see the note)."""
+    v4 float16 GEMMs near the 10% bar (the whole held-out family is within it: `tpusim
+    validate`; a 60-row sample scatters by a point or two)."""
     results = kernels.evaluate(_sample())
     by: dict[str, list[float]] = {}
     for r in results:
@@ -152,9 +153,35 @@ def test_held_out_kernels_by_family():
     # Norm kernels stream tens of MB: they need both megacore TensorCores and a pipeline whose
     # fill is a small block (one core and 8 MiB blocks put them at +27%).
     assert median(by["v4 norm"]) <= 0.15
-    assert median(by["v4 GEMM f16"]) <= 0.25
+    assert median(by["v4 GEMM f16"]) <= 0.12
     assert median(by["tpu7x GEMM bf16"]) <= 0.15
     assert median(by["tpu7x HBM copy"]) <= 0.15
+
+
+def test_v4_float16_gemms_held_out_within_10_percent():
+    """The issue's bar on every held-out v4 GEMM (float16 operands converted to bf16 on the VPU
+    each time a block is fed; nothing fitted on these rows)."""
+    rows = [r for r in kernels.measured_rows() if r.family == "v4 GEMM f16" and kernels.fit_role(r) is None]
+    assert len(rows) >= 1500
+    assert median(abs(r.error) for r in kernels.evaluate(rows)) <= 0.10
+
+
+def test_float16_conversion_follows_the_tiles_that_feed_the_mxu():
+    """A v4 f16 GEMM pays VPU conversion per operand block fed: forcing narrower N blocks (the
+    lhs re-fed more often) costs more than the bf16 GEMM of the same tiles, and a bf16 GEMM
+    pays none."""
+    from tpusim.sim.estimate import timer_for
+
+    def mxu_parts(dtype, tiles):
+        c = tpusim.compile(*_mm(1024, 1024, 1024, dtype), device="v4", tiles=tiles)
+        k = next(k for k in c.kernels if k.mxu is not None)
+        timer = timer_for(tpusim.resolve_device("v4"))
+        return timer.f16_convert_seconds(k.mxu, 2), timer.mxu_seconds(k, 2)
+
+    wide, _ = mxu_parts(jnp.float16, (1024, 1024, 512))
+    narrow, _ = mxu_parts(jnp.float16, (1024, 1024, 128))
+    assert narrow > 2 * wide > 0
+    assert mxu_parts(jnp.bfloat16, (1024, 1024, 128))[0] == 0.0
 
 
 def test_calibration_file_is_the_fit_on_its_stated_subsets():

@@ -30,7 +30,10 @@ class Calibration:
     kernel_floor_s: float  # device time of the smallest kernel: launch, scalar setup, first DMA round trip
     hbm_efficiency: float  # fraction of rated HBM bandwidth a streaming kernel on all of a device's TensorCores sustains
     mxu_efficiency: float  # fraction of MXU peak a large, well-tiled matmul sustains
-    f16_mxu_rate: float = 1.0  # speed of float16 operands relative to bf16 (no native f16 MXU path)
+    # VPU cycles per (8,128) vreg of float16 operand converted to bf16 on its way to an MXU
+    # without a native f16 path (v4): each operand block is converted every time it is fed (the
+    # lhs once per N block, the rhs once per M block), and the MXU waits for it. 0: native.
+    f16_convert_cycles: float = 0.0
     # Share of the systolic array's first-fold fill and drain (weight load, skew, column travel:
     # 2R + C - 2 cycles) that a kernel's time shows; the rest overlaps the operand DMA and the
     # kernel's fixed setup already counted in kernel_floor_s. Matters only for tiny matmuls.

@@ -183,10 +183,10 @@ FIT_SUBSETS: list[tuple[str, str, str, Callable[[Row], bool]]] = [
      lambda r: r.subset == "data_add_2d_1"),
     ("v4", "hbm_efficiency", "the 20 batch-norm inference kernels moving >= 512 MiB (data_batch_norm; two-core fusions)",
      lambda r: r.subset == "data_batch_norm" and math.prod(r.build[1]) * 6 >= 2**29),
+    ("v4", "f16_convert_cycles", "the float16 GEMMs with M, N, K >= 2048 in matmul_new_4096",
+     lambda r: r.subset == "matmul_new_4096" and _min_dim(r) >= 2048),
     ("v4", "mxu_fill_share", "the 125 GEMMs with M, N, K in {2, 8, 32, 128, 512} (trace_matmul_single)",
      lambda r: r.subset == "trace_matmul_single"),
-    ("v4", "f16_mxu_rate", "the float16 GEMMs with M, N, K >= 2048 in matmul_new_4096",
-     lambda r: r.subset == "matmul_new_4096" and _min_dim(r) >= 2048),
     ("tpu7x", "kernel_floor_s", "the 128^3 and 256^3 GEMMs (the smallest kernels timed)",
      lambda r: r.subset == "tpu7x-gemm" and _min_dim(r) <= 256),
     ("tpu7x", "hbm_efficiency", "the HBM copies of 1 GiB and more",
@@ -332,8 +332,9 @@ def _log_error(rows: Iterable[Row], cal: Calibration) -> float:
 def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
     """1-D search (log-spaced, then golden section) of the constant minimizing the subset's
     median |log error|."""
-    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "loop_floor_s": (1e-7, 1e-5), "mxu_fill_share": (0.01, 1.5), "wave_latency_s": (1e-8, 1e-5),
-              "one_core_hbm_fraction": (0.05, 1.0)}.get(name, (0.05, 1.5))
+    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "loop_floor_s": (1e-7, 1e-5), "mxu_fill_share": (1e-4, 1.5), "wave_latency_s": (1e-8, 1e-5),
+              "one_core_hbm_fraction": (0.05, 1.0),
+              "f16_convert_cycles": (0.1, 40.0)}.get(name, (0.05, 1.5))
     if name == "kernel_floor_s" and rows and rows[0].build[0] == "bmm":
         lo, hi = 1e-7, 2e-5  # a GPU kernel's floor is several microseconds
     score = lambda v: _log_error(rows, replace(cal, **{name: v}))  # noqa: E731
