@@ -208,3 +208,27 @@ def test_checkpoint_name_with_a_name_based_remat_policy():
     from tpusim.reference import bf16_reference, relative_error
 
     assert relative_error(got, bf16_reference(step, w, x)) < 1e-5
+
+
+def test_strided_conv_input_gradient_skips_the_dilation_rows():
+    """The input gradient of a 1x1 stride-2 conv is a conv over the output gradient dilated 2x2:
+    XLA:TPU skips the rows of inserted zeros along the major spatial dim (its estimated cycles
+    for ResNet-50's projection shortcuts are about twice the forward conv's, not 4x), while the
+    holes inside each streamed row are multiplied. Numerics stay JAX's."""
+    def loss(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return (y.astype(jnp.float32) ** 2).sum()
+
+    x = jax.ShapeDtypeStruct((8, 28, 28, 256), jnp.bfloat16)
+    w = jax.ShapeDtypeStruct((1, 1, 256, 512), jnp.bfloat16)
+    compiled = tpusim.compile(jax.grad(loss), x, w, device="v4")
+    convs = [k for k in compiled.kernels if k.mxu is not None]
+    forward = next(k for k in convs if k.mxu.M == 8 * 14 * 14 and k.mxu.K == 256)
+    grad_x = next(k for k in convs if k.mxu.K == 512)
+    assert grad_x.mxu.M == 8 * 14 * 28  # 14 of 28 output rows meet real data, every column streams
+    assert grad_x.mxu.useful_flops == 2 * forward.mxu.useful_flops
+    rng = np.random.default_rng(0)
+    xv = rng.normal(size=x.shape).astype(jnp.bfloat16)
+    wv = (rng.normal(size=w.shape) * 0.05).astype(jnp.bfloat16)
+    np.testing.assert_allclose(np.asarray(compiled.run(xv, wv), np.float32),
+                               np.asarray(jax.jit(jax.grad(loss))(xv, wv), np.float32), rtol=0.05, atol=0.05)

@@ -62,7 +62,8 @@ def operand_type(op: Op) -> str:
 
 def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
     """(batch, M, K, N, taps) of a matmul or convolution: a grouped convolution is one matmul
-    per feature group (or per batch group, as a depthwise filter gradient is)."""
+    per feature group (or per batch group, as a depthwise filter gradient is); a dilated input's
+    all-zero rows are not streamed (`dilated_row_fraction`)."""
     if op.prim == "dot_general":
         g = dot_geometry(op)
         return g.B, g.M, g.K, g.N, 1
@@ -71,7 +72,8 @@ def _mxu_dims(op: Op) -> tuple[int, int, int, int, int]:
         return 1, r.M, r.K, r.N, 1
     c = conv_geometry(op)
     groups = c.groups * c.batch_groups
-    return groups, (c.batch // c.batch_groups) * c.out_positions, c.in_per_group, c.out_features // groups, c.taps
+    rows = c.macs // (c.in_per_group * c.out_features * c.taps)  # output positions streamed
+    return groups, rows, c.in_per_group, c.out_features // groups, c.taps
 
 
 def is_depthwise(op: Op) -> bool:

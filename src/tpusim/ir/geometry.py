@@ -103,26 +103,34 @@ class ConvGeometry:
 
     @property
     def macs(self) -> int:
-        """MACs as the MXU executes them: every tap, padding positions included."""
+        """MACs as the MXU executes them: every tap, padding positions included, less the
+        all-zero rows of a dilated input (`dilated_row_fraction`)."""
         out_batch = self.batch // self.batch_groups
-        return out_batch * self.out_positions * self.out_features * self.in_per_group * self.taps
+        rows = max(1, round(out_batch * self.out_positions * self.dilated_row_fraction()))
+        return rows * self.out_features * self.in_per_group * self.taps
+
+    def _valid_pairs(self, d: int) -> int:
+        """(output index, tap) pairs along spatial dim `d` that read real input."""
+        n_in, k, o = self.in_spatial[d], self.kernel_spatial[d], self.out_spatial[d]
+        s, lo = self.strides[d], self.padding[d][0]
+        ld, rd = self.lhs_dilation[d], self.rhs_dilation[d]
+        span = (n_in - 1) * ld
+        return sum(1 for oi in range(o) for ki in range(k)
+                   if 0 <= oi * s + ki * rd - lo <= span and (oi * s + ki * rd - lo) % ld == 0)
 
     def valid_tap_pairs(self) -> int:
         """(output position, tap) pairs that read real input (not padding or dilation holes)."""
-        total = 1
-        for d in range(len(self.in_spatial)):
-            n_in, k, o = self.in_spatial[d], self.kernel_spatial[d], self.out_spatial[d]
-            s, lo = self.strides[d], self.padding[d][0]
-            ld, rd = self.lhs_dilation[d], self.rhs_dilation[d]
-            span = (n_in - 1) * ld
-            count = 0
-            for oi in range(o):
-                for ki in range(k):
-                    p = oi * s + ki * rd - lo
-                    if 0 <= p <= span and p % ld == 0:
-                        count += 1
-            total *= count
-        return total
+        return math.prod(self._valid_pairs(d) for d in range(len(self.in_spatial)))
+
+    def dilated_row_fraction(self) -> float:
+        """Share of (output row, tap) pairs along the major spatial dim that meet a real input
+        row when the input is dilated (the input gradient of a strided conv): the rest meet
+        only inserted zeros, and a TPU conv kernel skips them (whole rows of the streamed
+        operand); holes along the minor spatial dims sit inside streamed rows and are
+        multiplied. 1 for an undilated input."""
+        if not self.in_spatial or self.lhs_dilation[0] <= 1:
+            return 1.0
+        return self._valid_pairs(0) / (self.out_spatial[0] * self.kernel_spatial[0])
 
     @property
     def macs_unpadded(self) -> int:
