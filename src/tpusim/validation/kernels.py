@@ -332,8 +332,8 @@ def _log_error(rows: Iterable[Row], cal: Calibration) -> float:
 def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
     """1-D search (log-spaced, then golden section) of the constant minimizing the subset's
     median |log error|."""
-    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "loop_floor_s": (1e-7, 1e-5), "mxu_fill_share": (1e-4, 1.5), "wave_latency_s": (1e-8, 1e-5),
-              "one_core_hbm_fraction": (0.05, 1.0),
+    lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "loop_floor_s": (1e-7, 1e-5), "mxu_fill_share": (1e-4, 1.5),
+              "wave_latency_s": (1e-8, 1e-5), "one_core_hbm_fraction": (0.05, 1.0),
               "f16_convert_cycles": (0.1, 40.0)}.get(name, (0.05, 1.5))
     if name == "kernel_floor_s" and rows and rows[0].build[0] == "bmm":
         lo, hi = 1e-7, 2e-5  # a GPU kernel's floor is several microseconds
