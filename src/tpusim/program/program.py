@@ -88,6 +88,15 @@ class MxuPlan:
         return 2 * self.batch * self.Mp * self.Kp * self.Np * self.taps * self.passes
 
 
+@dataclass(frozen=True)
+class HbmPressure:
+    """What the device model says of one kernel's HBM stream, for a memory-space pass."""
+
+    excess_s: float  # seconds the HBM stream outlasts the kernel's compute (0: compute-bound)
+    per_byte_s: float  # seconds per byte the kernel streams
+    idle_bytes: float  # bytes async copies could move in the HBM time the kernel leaves idle
+
+
 @dataclass
 class Kernel:
     name: str
@@ -112,6 +121,9 @@ class Kernel:
     traffic: dict[int, int] = field(default_factory=dict)
     cmem_read_bytes: int = 0  # traffic to values placed in v4's CMEM (not counted in hbm_bytes)
     cmem_write_bytes: int = 0
+    # HBM bytes of async copies (prefetches into CMEM, evictions out of it) that run while this
+    # kernel computes, in HBM time it leaves idle: counted in HBM totals, not in its time.
+    async_copy_bytes: int = 0
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # interpreter caches
 
     @property

@@ -39,7 +39,7 @@ import math
 from typing import Any
 
 from tpusim.hardware.chip import Chip
-from tpusim.program.program import Kernel, MxuPlan
+from tpusim.program.program import HbmPressure, Kernel, MxuPlan
 from tpusim.sim.calibration import Calibration
 from tpusim.sim.device_timer import (DEFAULT_CONSTANTS, Bound, DeviceTimer, KernelTime,  # noqa: F401 (re-exported)
                                      TimingConstants)
@@ -181,6 +181,16 @@ class TensorCoreTimer(DeviceTimer):
         return math.ceil(steps / cores)
 
     # ---- kernels -------------------------------------------------------------------------
+    def hbm_pressure(self, kernel: Kernel) -> HbmPressure:
+        """How memory-bound the kernel is, and how much HBM time it leaves idle: what a
+        memory-space pass weighs when it moves traffic on chip (compiler/cmem.py)."""
+        if kernel.bodies or kernel.kind in ("collective", "transfer"):
+            return HbmPressure(0.0, 0.0, 0.0)
+        t = self.time_compute_kernel(kernel)
+        per_byte = t.dma_s / kernel.hbm_bytes if kernel.hbm_bytes else 0.0
+        idle = max(0.0, t.time_s - t.dma_s) * self.bw * self.cal.hbm_efficiency
+        return HbmPressure(max(0.0, t.dma_s - max(t.mxu_s, t.vpu_s)), per_byte, idle)
+
     @property
     def matrix_units(self) -> int:
         return self.mxus
@@ -225,6 +235,6 @@ class TensorCoreTimer(DeviceTimer):
             bound = "memory"
         else:
             bound = "vector"
-        return KernelTime(kernel.name, kernel.kind, total, c.flops, float(kernel.hbm_bytes), bound,
+        return KernelTime(kernel.name, kernel.kind, total, c.flops, float(kernel.hbm_bytes + kernel.async_copy_bytes), bound,
                           mxu_s, vpu_s, dma_s, overhead, mxu_flops=mxu_flops, where=kernel.where, rate=rate, cores=cores)
 
