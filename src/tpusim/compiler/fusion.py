@@ -38,6 +38,10 @@ from tpusim.ir.opset import EPILOGUE, EPILOGUE_MOVEMENT, FUSIBLE, Category, cate
 # dot operands, so softmax-gradient T x T matrices are never stored. A modelling choice.
 MXU_OPERAND_TIE = 1.05
 
+# Movement ops a loop kernel can recompute as part of its indexing (its read of the source is
+# offset or masked), so XLA duplicates them into each consumer loop fusion like elementwise ops.
+LOOP_INDEXING = frozenset({"slice", "pad"})
+
 
 @dataclass
 class _Group:
@@ -348,6 +352,11 @@ def _split_epilogues(groups: list[_Group], graph_outputs: list[Value]) -> frozen
     return frozenset(split)
 
 
+def _reads(group: _Group) -> set[int]:
+    """Ids of the values `group` reads from HBM (or from the kernel's inputs) already."""
+    return {v.id for op in group.ops for v in op.inputs if v.id not in group.local}
+
+
 def _read_outside(groups: list[_Group]) -> dict[int, set[int]]:
     """Value id -> indices of the groups that read it from outside themselves."""
     read: dict[int, set[int]] = {}
@@ -390,6 +399,8 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
             return None
         if category_of(op.prim) in EPILOGUE or op.prim in EPILOGUE_MOVEMENT:
             return op
+        if group.kind == "loop" and op.prim in LOOP_INDEXING:
+            return op  # a loop kernel reads a slice or pad of its input as cheaply as the input
         return None
 
     exported: set[int] = set()  # values already in HBM for some kernel other than their producer
@@ -404,8 +415,11 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         least 1/8 of `ref` bytes it did not write before, such as an activation, rather than a
         batch-norm scale): none if local, else the cheaper of storing it and recomputing it from
         its own inputs."""
-        if v.id in group.local or is_immediate(v):
+        if v.id in group.local or is_immediate(v) or v.id in _reads(group):
             return 0, False
+        if v.id in pending and group.kind == "loop":  # made in the loop from free values: only their reads cost
+            costs = [read_cost(group, u, depth + 1, ref) for u in pending[v.id].inputs] if depth < 8 else []
+            return sum(c for c, _ in costs), any(f for _, f in costs)
         store = (stored_cost(v), v.id in owner and v.id not in exported and 8 * v.nbytes >= ref)
         op = duplicable(group, v) if depth < 8 else None
         if op is None:
