@@ -103,6 +103,11 @@ def test_mixed_precision_stem_stores_no_mask_and_no_f32_gradient():
     assert ("bool", (64, 16, 16, 64)) not in stored
     assert ("float32", (64, 16, 16, 64)) not in stored
     assert ("bfloat16", (64, 16, 16, 64)) in stored
+    # Stored activation-sized values: the conv's output and the batch-norm input gradient; the
+    # gradient through the ReLU and the pool (a mask times a slice of the pool's padded
+    # gradient) is remade by both kernels that need it, never written.
+    sized = [v for k in c.program.kernels for v in k.outputs if v.shape == (64, 16, 16, 64)]
+    assert len(sized) == 2, [k.name for k in c.program.kernels if any(v.shape == (64, 16, 16, 64) for v in k.outputs)]
 
 
 def test_sibling_kernels_reading_one_array_read_it_once():

@@ -192,3 +192,32 @@ def test_v4_places_short_lived_buffers_in_cmem():
                 assert not io & {v.id for v in k.outputs if v.id in k.traffic and k.cmem_write_bytes}
     v5e = tpusim.compile(lambda x: jnp.sort(chain(x), axis=0), small, device="v5e").program
     assert not any(k.cmem_read_bytes or k.cmem_write_bytes for k in v5e.all_kernels())
+
+
+def test_v4_prefetches_into_cmem_behind_a_compute_bound_kernel():
+    """XLA's memory-space assignment on v4 prefetches a buffer into CMEM while an earlier
+    compute-bound kernel leaves HBM idle: the memory-bound kernel that needs it then reads CMEM.
+    The copy still crosses HBM (charged to the kernel it ran behind), so HBM totals keep it;
+    with nothing compute-bound before it, there is no idle HBM time and no prefetch."""
+    w = jax.ShapeDtypeStruct((8192, 8192), jnp.bfloat16)
+    y = jax.ShapeDtypeStruct((2048, 8192), jnp.float32)  # 64 MiB, read by the memory-bound kernel
+
+    def with_matmul(a, w, y):
+        return a @ w, jnp.tanh(y) * 2.0
+
+    def alone(y):
+        return jnp.tanh(y) * 2.0
+
+    c = tpusim.compile(with_matmul, w, w, y, device="v4")
+    ew = next(k for k in c.program.kernels if k.kind == "loop" and any(v.shape == (2048, 8192) for v in k.inputs))
+    mm = next(k for k in c.program.kernels if k.mxu is not None)
+    assert ew.cmem_read_bytes >= 2048 * 8192 * 4
+    assert mm.async_copy_bytes >= 2048 * 8192 * 4  # the prefetch ran behind the matmul
+    traffic = sum(sum(k.traffic.values()) for k in c.program.kernels)
+    moved = sum(k.cmem_read_bytes + k.cmem_write_bytes for k in c.program.kernels)
+    assert c.estimate().hbm_bytes == pytest.approx(traffic - moved + sum(k.async_copy_bytes for k in c.program.kernels))
+    t_alone = tpusim.compile(alone, y, device="v4").estimate().time_s
+    ew_time = next(o for o in c.estimate().ops if o.name == ew.name).time_s
+    assert ew_time < 0.6 * t_alone
+    lone = tpusim.compile(alone, y, device="v4").program
+    assert not any(k.cmem_read_bytes or k.async_copy_bytes for k in lone.kernels)
