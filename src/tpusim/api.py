@@ -345,7 +345,7 @@ def compile(
         program = build(fused) if remat.values else program
     allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name, remat.bytes if remat else 0)
     program.remat = remat
-    if chip.cmem_mib is not None:  # v4: short-lived buffers in CMEM (timing only)
+    if chip.cmem_mib is not None:  # v4: CMEM placements and async copies (timing only)
         assign_cmem(program, int(chip.cmem_mib.value * 2**20), timer_for(chip).hbm_pressure)
     stage("allocate", t)
     return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings,
