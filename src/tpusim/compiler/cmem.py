@@ -55,7 +55,8 @@ class _Schedule:
                 values.setdefault(v.id, v)
                 last_use[v.id] = i
         sizes = {vid: padded_bytes(v.shape, v.dtype) for vid, v in values.items()
-                 if vid not in program.on_chip and v.memory != "host" and 0 < padded_bytes(v.shape, v.dtype) <= capacity}
+                 if vid not in program.on_chip and v.memory != "host"}
+        sizes = {vid: size for vid, size in sizes.items() if 0 < size <= capacity}
         return cls(program, capacity, [0] * len(program.kernels), producer, last_use, sizes)
 
     def fits(self, lo: int, hi: int, size: int) -> bool:

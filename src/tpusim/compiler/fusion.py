@@ -352,11 +352,6 @@ def _split_epilogues(groups: list[_Group], graph_outputs: list[Value]) -> frozen
     return frozenset(split)
 
 
-def _reads(group: _Group) -> set[int]:
-    """Ids of the values `group` reads from HBM (or from the kernel's inputs) already."""
-    return {v.id for op in group.ops for v in op.inputs if v.id not in group.local}
-
-
 def _read_outside(groups: list[_Group]) -> dict[int, set[int]]:
     """Value id -> indices of the groups that read it from outside themselves."""
     read: dict[int, set[int]] = {}
@@ -415,7 +410,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         least 1/8 of `ref` bytes it did not write before, such as an activation, rather than a
         batch-norm scale): none if local, else the cheaper of storing it and recomputing it from
         its own inputs."""
-        if v.id in group.local or is_immediate(v) or v.id in _reads(group):
+        if v.id in group.local or is_immediate(v):
             return 0, False
         if v.id in pending and group.kind == "loop":  # made in the loop from free values: only their reads cost
             costs = [read_cost(group, u, depth + 1, ref) for u in pending[v.id].inputs] if depth < 8 else []
