@@ -119,6 +119,41 @@ def test_sibling_kernels_reading_one_array_read_it_once():
     assert len(g.ops[0].outputs) == 2
 
 
+def test_a_sibling_moves_up_past_a_kernel_that_needs_the_first():
+    """Batch norm's statistics: the mean's sum, a small kernel using the mean, then a second
+    sum of the same array that does not need the mean. The second sum moves up into the first
+    kernel (the first cannot move down past its reader), so the array is read once."""
+    x = jnp.ones((512, 1024))
+
+    def f(x):
+        mean = jnp.sum(x, axis=0) / 512
+        return jnp.exp(mean), jnp.sum(x * x, axis=0)
+
+    g = fuse(ir(f, x))
+    readers = [op for op in g.ops if any(v.shape == (512, 1024) for v in op.inputs)]
+    assert len(readers) == 1 and len(readers[0].outputs) == 2
+
+
+def test_batch_norm_statistics_of_a_keras_conv_ride_in_its_output_fusion():
+    """Keras's Conv2D (with its bias) -> BatchNormalization -> ReLU, trained under
+    mixed_bfloat16: the conv kernel also takes the mean's sum over its finished (biased, bf16)
+    result, as XLA's convolution output fusions do; then one kernel for the variance pass and
+    one to normalize. No kernel re-reads the conv's result just to sum it."""
+    keras = pytest.importorskip("keras")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        i = keras.Input((14, 14, 256))
+        model = keras.Model(i, keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(512, 1)(i))))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    trainable = [v.value for v in model.trainable_variables]
+    frozen = [v.value for v in model.non_trainable_variables]
+    g = fuse(ir(lambda t, f, x: model.stateless_call(t, f, x, training=True)[0], trainable, frozen,
+                jnp.ones((32, 14, 14, 256))))
+    assert kinds(g) == ["conv", "loop", "loop"]
+    assert "reduce_sum" in fused_prims(g.ops[0])
+
+
 def test_elementwise_chain_is_one_kernel():
     g = fuse(ir(lambda x, y: jnp.exp(x * 2 + y) - jnp.tanh(y), jnp.ones((64, 128)), jnp.ones((64, 128))))
     assert kinds(g) == ["loop"]

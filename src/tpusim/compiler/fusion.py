@@ -83,8 +83,10 @@ SIBLING_WINDOW = 8
 def _merge_siblings(groups: list[_Group]) -> list[_Group]:
     """Sibling multi-output fusion: two loop kernels that read the same large array and do not
     feed each other become one kernel that reads it once (the two batch-norm gradients of a
-    ResNet projection block, both made from the block's output gradient, as XLA fuses them).
-    The earlier kernel moves to the later one's place, so nothing in between may read it."""
+    ResNet projection block, both made from the block's output gradient, as XLA fuses them;
+    batch norm's two reductions over one conv output). The earlier kernel moves to the later
+    one's place when nothing in between reads it, else the later one moves up to the earlier
+    one's place when it reads nothing made in between."""
     merged: set[int] = set()
     for ai, a in enumerate(groups):
         if a.kind != "loop" or ai in merged:
@@ -92,21 +94,32 @@ def _merge_siblings(groups: list[_Group]) -> list[_Group]:
         a_reads = {v.id: v for v in _ordered_reads(a)}
         a_outs = {o.id for op in a.ops for o in op.outputs}
         biggest = max((v.size for v in a_reads.values()), default=0)
+        a_needed = False  # a kernel after `a` reads its results: `a` cannot move past it
+        made_between: set[int] = set()
         for bi in range(ai + 1, min(len(groups), ai + 1 + SIBLING_WINDOW)):
             b = groups[bi]
-            if any(v.id in a_outs for op in b.ops for v in op.inputs):
-                break  # a's results are needed here: a cannot move past this kernel
-            if b.kind != "loop" or bi in merged:
+            b_inputs = {v.id for op in b.ops for v in op.inputs if v.id not in b.local}
+            if b_inputs & a_outs or b.kind != "loop" or bi in merged:
+                a_needed |= bool(b_inputs & a_outs)
+                made_between.update(o.id for op in b.ops for o in op.outputs)
                 continue
             shared = [v for v in _ordered_reads(b) if v.id in a_reads and v.size * 8 >= biggest]
-            if not shared:
+            if shared and not a_needed:
+                in_a = {id(op) for op in a.ops}
+                b.ops = a.ops + [op for op in b.ops if id(op) not in in_a]
+                b.local |= a.local
+                b.reduce_outs |= a.reduce_outs
+                merged.add(ai)
+                break
+            if shared and not (b_inputs & made_between):
+                in_a = {id(op) for op in a.ops}
+                a.ops = a.ops + [op for op in b.ops if id(op) not in in_a]
+                a.local |= b.local
+                a.reduce_outs |= b.reduce_outs
+                merged.add(bi)
+                a_outs |= {o.id for op in b.ops for o in op.outputs}
                 continue
-            in_a = {id(op) for op in a.ops}
-            b.ops = a.ops + [op for op in b.ops if id(op) not in in_a]
-            b.local |= a.local
-            b.reduce_outs |= a.reduce_outs
-            merged.add(ai)
-            break
+            made_between.update(o.id for op in b.ops for o in op.outputs)
     return [g for gi, g in enumerate(groups) if gi not in merged]
 
 
@@ -298,8 +311,14 @@ def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> lis
     gradient's sum, masked by the ReLU, with batch-norm's gradient sums). It must need no
     reduction of that kernel and no value made after it."""
     out_ids = {v.id for v in graph_outputs}
-    owner = {o.id: gi for gi, g in enumerate(groups) for op in g.ops for o in op.outputs}
+    makers: dict[int, list[int]] = {}  # value id -> the groups that make it (recomputed ones in several)
+    for gi, g in enumerate(groups):
+        for op in g.ops:
+            for o in op.outputs:
+                if gi not in makers.setdefault(o.id, [])[-1:]:
+                    makers[o.id].append(gi)
     read_outside = _read_outside(groups)
+    sizes = {v.id: v for g in groups for op in g.ops for v in op.outputs}
     merged: dict[int, int] = {}  # loop group index -> MXU group index it joins
 
     def exported(gi: int, g: _Group) -> list[Value]:
@@ -310,13 +329,16 @@ def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> lis
         if lg.kind != "loop":
             continue
         inputs = {v.id for op in lg.ops for v in op.inputs if v.id not in lg.local}
-        mxu = [owner[i] for i in inputs if i in owner and groups[owner[i]].kind in ("matmul", "conv")
-               and i in {o.id for o in groups[owner[i]].anchor.outputs}]  # type: ignore[union-attr]
-        if not mxu:
+        # the kernel each input is read from: the latest one before this that makes it
+        owner = {i: max(g for g in makers[i] if g < li) for i in inputs if any(g < li for g in makers.get(i, ()))}
+        # the product-sized results (raw, or finished by an epilogue) of matmuls/convs it reads
+        products = {owner[i]: sizes[i] for i in inputs if i in owner and groups[owner[i]].kind in ("matmul", "conv")
+                    and sizes[i].shape == groups[owner[i]].anchor.outputs[0].shape}  # type: ignore[union-attr]
+        if not products:
             continue
-        mi = max(mxu)  # the latest matmul/conv whose product it reads
+        mi = max(products)  # the latest matmul/conv whose product it reads
         mg = groups[mi]
-        product = mg.anchor.outputs[0]  # type: ignore[union-attr]
+        product = products[mi]
         if any(i in mg.reduce_outs for i in inputs) or any(
                 owner.get(i, -1) > mi and merged.get(owner[i], owner[i]) != mi for i in inputs):
             continue
