@@ -5,7 +5,7 @@ from tpusim._env import prepare_keras_environment
 
 prepare_keras_environment()
 
-from tpusim.api import Compiled, compile, resolve_device  # noqa: E402
+from tpusim.api import Compiled, Jitted, Lowered, Traced, compile, jit, resolve_device  # noqa: E402
 from tpusim.comparison import Comparison, compare  # noqa: E402
 from tpusim.errors import (  # noqa: E402
     ChipConfigError,
@@ -30,7 +30,8 @@ def devices() -> list[str]:
 
 
 __all__ = [
-    "Chip", "Compiled", "Comparison", "compare", "compile", "devices", "load_chip", "resolve_device", "supported_primitives",
+    "Chip", "Compiled", "Comparison", "Jitted", "Lowered", "Traced", "compare", "compile", "devices", "jit",
+    "load_chip", "resolve_device", "supported_primitives",
     "TpusimError", "ChipConfigError", "UnknownDeviceError", "UnsupportedOpError", "OutOfMemoryError",
     "InputMismatchError", "TraceError", "ShardingError", "SliceConfigError", "ScriptError", "KerasModelError",
 ]

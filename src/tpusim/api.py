@@ -22,13 +22,14 @@ from tpusim.compiler.remat import rematerialize
 from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
 from tpusim.errors import InputMismatchError, ShardingError, TpusimError, UnknownDeviceError
 from tpusim.frontend import lower, trace
-from tpusim.frontend.trace import Traced
+from tpusim.frontend.trace import Traced as TracedJaxpr
 from tpusim.hardware.chip import Chip
 from tpusim.hardware.chip import resolve_device as resolve_chip
 from tpusim.ir.counts import Counts, graph_counts
 from tpusim.ir.graph import Graph
 from tpusim.program.program import Program
 from tpusim.sim.estimate import Estimate, estimate_program, timer_for
+from tpusim.sim.device_timer import DEFAULT_CONSTANTS, TimingConstants
 from tpusim.sim.numerics import _to_numpy, run_program
 from tpusim.sim.staged import run_staged, stage_spmd
 
@@ -50,6 +51,19 @@ class Distribution:
         return self.mesh.devices
 
 
+@dataclass(frozen=True)
+class MemoryAnalysis:
+    """One device's HBM as jax's `compiled.memory_analysis()` reports it: arguments (weights and
+    inputs), outputs not aliased to an argument, donated arguments whose buffers are reused,
+    temporaries, and the peak of them all together (placement included)."""
+
+    argument_size_in_bytes: int
+    output_size_in_bytes: int
+    alias_size_in_bytes: int
+    temp_size_in_bytes: int
+    peak_memory_in_bytes: int
+
+
 @dataclass
 class Compiled:
     """A model compiled for one chip (or, with `distribution`, for each device of a slice):
@@ -58,7 +72,7 @@ class Compiled:
     name: str
     chip: Chip
     precision: str
-    traced: Traced
+    traced: TracedJaxpr
     graph: Graph  # IR after canonicalization and precision assignment
     fused: Graph  # IR after fusion
     program: Program
@@ -175,20 +189,42 @@ class Compiled:
                 "bytes accessed": float(self.hbm_bytes), "bytes accessed unfused": c.bytes,
                 "peak hbm bytes": float(self.peak_hbm_bytes)}
 
+    def memory_analysis(self) -> MemoryAnalysis:
+        """Like jax's compiled.memory_analysis(): one device's HBM, from tpusim's buffer
+        assignment (liveness, donation, in-place updates, placement)."""
+        program = self.program
+        size = {a.value.id: a.size for a in program.allocations}
+        arguments = [v for v in [*program.inputs, *program.params] if v.id in size]
+        argument_bytes = sum(size[v.id] for v in {v.id: v for v in arguments}.values())
+        argument_ids = {v.id for v in arguments}
+        outputs = {v.id: v for v in program.outputs if v.id in size}
+        output_bytes = sum(size[i] for i in outputs if i not in argument_ids)
+        alias_bytes = sum(size[v.id] for v in program.inputs if v.id in program.donated and v.id in size)
+        peak = program.peak_hbm_bytes
+        return MemoryAnalysis(argument_bytes, output_bytes, alias_bytes,
+                              max(0, peak - argument_bytes - output_bytes + alias_bytes), peak)
+
     # ---- timing ----------------------------------------------------------------------------
-    def estimate(self) -> "Estimate":
-        """How long one call takes on the chip, per kernel and in total (deterministic)."""
-        if "estimate" not in self._cache:
-            mesh = self.distribution.mesh if self.distribution is not None else None
-            flops = self.counts().flops  # per device: a sharded graph is already one device's share
-            est = estimate_program(self.program, self.chip, flops, mesh=mesh)
-            if self.distribution is not None:  # say which slice and mesh, never just the chip
-                system = self.distribution.system
-                shape = " x ".join(f"{k} {v}" for k, v in self.distribution.mesh.shape.items())
-                kind = "default data-parallel mesh" if self.distribution.default_mesh else "mesh"
-                est.device = f"{system.name or system.slice.name} ({kind} {shape}; per device)"
+    def estimate(self, constants: TimingConstants | None = None, calibration: Any = None) -> "Estimate":
+        """How long one call takes on the chip, per kernel and in total (deterministic).
+        `constants` / `calibration` (a sim.calibration.Calibration) replace the calibrated
+        timing constants, as `tpusim validate --refit` tries them; only the default estimate is
+        kept."""
+        default = constants is None and calibration is None
+        if default and "estimate" in self._cache:
+            return self._cache["estimate"]
+        mesh = self.distribution.mesh if self.distribution is not None else None
+        flops = self.counts().flops  # per device: a sharded graph is already one device's share
+        est = estimate_program(self.program, self.chip, flops, constants or DEFAULT_CONSTANTS, mesh=mesh,
+                               calibration=calibration)
+        if self.distribution is not None:  # say which slice and mesh, never just the chip
+            system = self.distribution.system
+            shape = " x ".join(f"{k} {v}" for k, v in self.distribution.mesh.shape.items())
+            kind = "default data-parallel mesh" if self.distribution.default_mesh else "mesh"
+            est.device = f"{system.name or system.slice.name} ({kind} {shape}; per device)"
+        if default:
             self._cache["estimate"] = est
-        return self._cache["estimate"]
+        return est
 
     # ---- reporting -------------------------------------------------------------------------
     def report(self, path: str | Path | None = None, *example_args: Any, comparison: Any = None) -> "Report":
@@ -245,7 +281,8 @@ def compile(
     donate_argnums: int | tuple[int, ...] = (),
     attention: str = "auto",
 ) -> Compiled:
-    """Compile a JAX function or Keras 3 model for a simulated chip.
+    """Compile a JAX function or Keras 3 model for a simulated chip: the one-call shortcut for
+    `tpusim.jit(fn, donate_argnums=...).lower(*example_args).compile(device=..., ...)`.
 
     Example args may be arrays or jax.ShapeDtypeStruct (no data needed). `precision` is
     'default' (bf16 MXU inputs, f32 accumulation), 'high' (3 bf16 passes) or 'highest'
@@ -265,91 +302,211 @@ def compile(
     their HBM is reused once they are last read (a training step donating its state holds one
     copy of it, not two).
     """
-    if precision not in USER_PRECISIONS:
-        raise TpusimError(f"precision must be one of {', '.join(USER_PRECISIONS)}, got '{precision}'")
-    if not 0 < vmem_fraction <= 1:
-        raise TpusimError(f"vmem_fraction must be in (0, 1], got {vmem_fraction}")
-    donated = _donated_leaves(donate_argnums, example_args)
+    options = _CompileOptions.checked(precision, vmem_fraction, attention)
+    system, chip, axes = _target(device, mesh)
+    lowered = jit(fn_or_model, donate_argnums=donate_argnums).lower(*example_args, mesh=axes, _default_mesh=not mesh)
+    return lowered._compile(system, chip, axes, not mesh, options, check_memory, tiles, in_specs)
+
+
+def jit(fn_or_model: Any, *, donate_argnums: int | tuple[int, ...] = ()) -> "Jitted":
+    """Stages, as `jax.jit(f).trace(*args).lower()` gives them: trace and lower once, with no
+    device chosen, then compile the one `Lowered` for each device to compare (only the
+    device-dependent passes run again)."""
+    return Jitted(fn_or_model, donate_argnums)
+
+
+@dataclass(frozen=True)
+class Jitted:
+    """A function (or Keras model) waiting for example arguments: `trace` or `lower` them."""
+
+    fn: Any
+    donate_argnums: int | tuple[int, ...] = ()
+
+    def trace(self, *example_args: Any, mesh: Any = None, _default_mesh: bool = False) -> "Traced":
+        """The function's jaxpr for these argument shapes. `mesh` (axis sizes, or a
+        jax.sharding.Mesh) is needed only by a function that names mesh axes itself
+        (with_sharding_constraint, a shard_map without its own mesh)."""
+        donated = _donated_leaves(self.donate_argnums, example_args)
+        axes = _axes(mesh)
+        t0 = time.perf_counter()
+        jaxpr = trace(self.fn, *example_args, mesh_axes=axes, mesh_is_default=_default_mesh)
+        return Traced(self, example_args, jaxpr, axes, _default_mesh, donated, {"trace": time.perf_counter() - t0})
+
+    def lower(self, *example_args: Any, mesh: Any = None, _default_mesh: bool = False) -> "Lowered":
+        return self.trace(*example_args, mesh=mesh, _default_mesh=_default_mesh).lower()
+
+
+@dataclass
+class Traced:
+    """A traced function (`jax.stages.Traced`): its jaxpr, before lowering to tpusim's IR."""
+
+    jitted: Jitted
+    example_args: tuple
+    jaxpr: TracedJaxpr
+    mesh_axes: dict[str, int] | None
+    default_mesh: bool
+    donated: list[int]
+    timings: dict[str, float]
+
+    def lower(self) -> "Lowered":
+        t0 = time.perf_counter()
+        graph = lower(self.jaxpr.closed_jaxpr, self.jaxpr.const_names, self.jaxpr.in_names)
+        return Lowered(self, graph, {**self.timings, "lower": time.perf_counter() - t0})
+
+    def as_text(self) -> str:
+        return str(self.jaxpr.closed_jaxpr)
+
+
+@dataclass
+class Lowered:
+    """A function lowered to tpusim's IR with no device chosen (`jax.stages.Lowered`). Compile
+    it for any number of devices: the IR is shared and left unchanged, and each `compile`
+    runs only what depends on the device (sharding, precision, fusion, tiling, memory)."""
+
+    traced: Traced
+    graph: Graph
+    timings: dict[str, float]
+
+    def as_text(self, stage: str = "ir") -> str:
+        """'jaxpr' or 'ir'."""
+        if stage == "jaxpr":
+            return self.traced.as_text()
+        if stage == "ir":
+            return self.graph.pretty()
+        raise TpusimError(f"unknown stage '{stage}' of a Lowered: use 'jaxpr' or 'ir' (compile it for the rest)")
+
+    def cost_analysis(self) -> dict[str, float]:
+        """The device-independent counts (before fusion): FLOPs, transcendentals, bytes."""
+        c = graph_counts(self.graph)
+        return {"flops": c.flops, "flops_xla_convention": c.flops_xla, "transcendentals": c.transcendentals,
+                "bytes accessed unfused": c.bytes}
+
+    def compile(self, device: str | Path | Chip = "v5e", *, precision: str = "default",
+                vmem_fraction: float = DEFAULT_VMEM_FRACTION, check_memory: bool = True,
+                tiles: tuple[int, int, int] | None = None, mesh: Any = None, in_specs: Any = None,
+                attention: str = "auto") -> Compiled:
+        """Compile for one device (a chip, slice or GPU node); keywords as `tpusim.compile`.
+        A slice's mesh differs from the one traced with only if the function named mesh axes:
+        then it is traced again under the slice's mesh."""
+        options = _CompileOptions.checked(precision, vmem_fraction, attention)
+        system, chip, axes = _target(device, mesh)
+        lowered = self
+        if axes is not None and self.traced.mesh_axes is not None and axes != self.traced.mesh_axes:
+            lowered = self.traced.jitted.lower(*self.traced.example_args, mesh=axes, _default_mesh=not mesh)
+        return lowered._compile(system, chip, axes, not mesh, options, check_memory, tiles, in_specs)
+
+    def _compile(self, system: Any, chip: Chip, axes: dict[str, int] | None, default_mesh: bool,
+                 options: "_CompileOptions", check_memory: bool, tiles: tuple[int, int, int] | None,
+                 in_specs: Any) -> Compiled:
+        t0 = time.perf_counter()
+        timings = dict(self.timings)
+
+        def stage(name: str, t: float) -> float:
+            now = time.perf_counter()
+            timings[name] = now - t
+            return now
+
+        traced, graph, t = self.traced, self.graph, t0
+        mesh = None if default_mesh else axes
+        if not mesh:  # a shard_map names its own mesh: the program runs on it
+            mesh = _shard_map_mesh(graph, system, chip)
+            if mesh:
+                system, axes = system or _single_chip_system(chip), dict(mesh)
+        distribution = None
+        if system is not None and axes is not None:
+            from tpusim.compiler.shard import shard_graph
+            from tpusim.distribute.mesh import make_mesh
+
+            mesh_obj = make_mesh(system, axes)
+            sharded = shard_graph(graph, axes, _flat_specs(in_specs, traced.example_args, len(graph.inputs)))
+            graph = sharded.graph
+            distribution = Distribution(system, mesh_obj, sharded, default_mesh=not mesh)
+            t = stage("shard", t)
+        graph = canonicalize(graph)
+        graph = assign_precision(graph, options.precision, chip.mxu_dtype)
+        fused = fuse(graph)
+        t = stage("fuse", t)
+        vmem_budget = int(chip.vmem_bytes * options.vmem_fraction)
+        timer = timer_for(chip)
+        vpu_rate = getattr(timer, "vpu_elems_per_s", None)  # TensorCores only: GPUs keep depthwise on CUDA cores
+        vpu_ratio = timer.peak_flops / vpu_rate if vpu_rate and timer.peak_flops else None
+
+        # Attention as TPU stacks run it (flash/splash: the T x T scores stay in VMEM), or as XLA
+        # compiles the plain JAX ops (the scores in HBM). "auto": fused on TPUs.
+        attention = options.attention
+        fused_attention = attention == "flash" or (attention == "auto" and chip.kind == "tpu")
+        on_chip_shapes = frozenset(score_shapes(graph)) if fused_attention else frozenset()
+        # TPU v1 (an int8 inference chip) keeps activations in its Unified Buffer (half of it: the
+        # other half takes the next layer's output) and streams only weights from DDR3.
+        on_chip = chip.vmem_bytes // 2 if chip.mxu_dtype == "int8" else 0
+
+        def build(g: Graph) -> Program:
+            p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device, vpu_ratio, on_chip,
+                             on_chip_shapes)
+            p.donated = {p.inputs[i].id for i in traced.donated}
+            return allocate(p)
+
+        program = build(fused)
+        t = stage("tile+emit", t)
+        remat = None
+        if check_memory and program.peak_hbm_bytes > chip.device_hbm_bytes:
+            # XLA compiles against the device's memory: rematerialize before declaring OOM.
+            def peak_at(g: Graph) -> tuple[int, int]:
+                p = build(g)
+                at = kernel_at_peak(p)
+                return p.peak_hbm_bytes, p.kernels.index(at) if at is not None else 0
+
+            fused, remat = rematerialize(fused, peak_at, chip.device_hbm_bytes)
+            program = build(fused) if remat.values else program
+        allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name, remat.bytes if remat else 0)
+        program.remat = remat
+        if chip.cmem_mib is not None:  # v4: CMEM placements and async copies (timing only)
+            assign_cmem(program, int(chip.cmem_mib.value * 2**20), timer_for(chip).hbm_pressure)
+        stage("allocate", t)
+        seconds = sum(self.timings.values()) + time.perf_counter() - t0  # tracing and lowering included
+        return Compiled(traced.jaxpr.name, chip, options.precision, traced.jaxpr, graph, fused, program, seconds,
+                        timings, distribution)
+
+
+@dataclass(frozen=True)
+class _CompileOptions:
+    precision: str
+    vmem_fraction: float
+    attention: str
+
+    @classmethod
+    def checked(cls, precision: str, vmem_fraction: float, attention: str) -> "_CompileOptions":
+        """Options checked before the expensive work."""
+        if precision not in USER_PRECISIONS:
+            raise TpusimError(f"precision must be one of {', '.join(USER_PRECISIONS)}, got '{precision}'")
+        if not 0 < vmem_fraction <= 1:
+            raise TpusimError(f"vmem_fraction must be in (0, 1], got {vmem_fraction}")
+        if attention not in ("auto", "flash", "xla"):
+            raise TpusimError(f"attention={attention!r}: use 'flash' (fused: scores stay on chip), 'xla' "
+                              "(the score matrices in HBM, as XLA compiles plain JAX attention) or 'auto' (flash on TPUs)")
+        return cls(precision, vmem_fraction, attention)
+
+
+def _axes(mesh: Any) -> dict[str, int] | None:
+    """Axis sizes from a dict or a jax.sharding.Mesh/AbstractMesh."""
+    if mesh is None:
+        return None
+    return dict(mesh) if isinstance(mesh, dict) else dict(getattr(mesh, "shape", {}))
+
+
+def _target(device: str | Path | Chip, mesh: Any) -> tuple[Any, Chip, dict[str, int] | None]:
+    """(system or None, chip, mesh axes or None) for a device name: a slice without a mesh gets
+    one "data" axis over every device."""
     from tpusim.distribute.topology import parse_system
 
-    if mesh is not None and not isinstance(mesh, dict):  # a jax.sharding.Mesh / AbstractMesh
-        mesh = dict(getattr(mesh, "shape", {}))
+    axes = _axes(mesh)
     system = parse_system(str(device)) if isinstance(device, (str, Path)) else None
     chip = system.chip if system is not None else resolve_chip(device)
-    if mesh is not None and system is None:
+    if axes is not None and system is None:
         system = _single_chip_system(chip)
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def stage(name: str, t: float) -> float:
-        now = time.perf_counter()
-        timings[name] = now - t
-        return now
-
-    axes = dict(mesh) if mesh else ({"data": system.slice.devices * system.num_slices} if system is not None else None)
-    if attention not in ("auto", "flash", "xla"):  # checked before the expensive work
-        raise TpusimError(f"attention={attention!r}: use 'flash' (fused: scores stay on chip), 'xla' "
-                          "(the score matrices in HBM, as XLA compiles plain JAX attention) or 'auto' (flash on TPUs)")
-    traced = trace(fn_or_model, *example_args, mesh_axes=axes, mesh_is_default=not mesh)
-    t = stage("trace", t0)
-    graph = lower(traced.closed_jaxpr, traced.const_names, traced.in_names)
-    t = stage("lower", t)
-    if not mesh:  # a shard_map names its own mesh: the program runs on it
-        mesh = _shard_map_mesh(graph, system, chip)
-        if mesh:
-            system, axes = system or _single_chip_system(chip), dict(mesh)
-    distribution = None
-    if system is not None and axes is not None:
-        from tpusim.compiler.shard import shard_graph
-        from tpusim.distribute.mesh import make_mesh
-
-        mesh_obj = make_mesh(system, axes)
-        sharded = shard_graph(graph, axes, _flat_specs(in_specs, example_args, len(graph.inputs)))
-        graph = sharded.graph
-        distribution = Distribution(system, mesh_obj, sharded, default_mesh=not mesh)
-        t = stage("shard", t)
-    graph = canonicalize(graph)
-    graph = assign_precision(graph, precision, chip.mxu_dtype)
-    fused = fuse(graph)
-    t = stage("fuse", t)
-    vmem_budget = int(chip.vmem_bytes * vmem_fraction)
-    timer = timer_for(chip)
-    vpu_rate = getattr(timer, "vpu_elems_per_s", None)  # TensorCores only: GPUs keep depthwise on CUDA cores
-    vpu_ratio = timer.peak_flops / vpu_rate if vpu_rate and timer.peak_flops else None
-
-    # Attention as TPU stacks run it (flash/splash: the T x T scores stay in VMEM), or as XLA
-    # compiles the plain JAX ops (the scores in HBM). "auto": fused on TPUs.
-    fused_attention = attention == "flash" or (attention == "auto" and chip.kind == "tpu")
-    on_chip_shapes = frozenset(score_shapes(graph)) if fused_attention else frozenset()
-    # TPU v1 (an int8 inference chip) keeps activations in its Unified Buffer (half of it: the
-    # other half takes the next layer's output) and streams only weights from DDR3.
-    on_chip = chip.vmem_bytes // 2 if chip.mxu_dtype == "int8" else 0
-
-    def build(g: Graph) -> Program:
-        p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device, vpu_ratio, on_chip,
-                         on_chip_shapes)
-        p.donated = {p.inputs[i].id for i in donated}
-        return allocate(p)
-
-    program = build(fused)
-    t = stage("tile+emit", t)
-    remat = None
-    if check_memory and program.peak_hbm_bytes > chip.device_hbm_bytes:
-        # XLA compiles against the device's memory: rematerialize before declaring OOM.
-        def peak_at(g: Graph) -> tuple[int, int]:
-            p = build(g)
-            at = kernel_at_peak(p)
-            return p.peak_hbm_bytes, p.kernels.index(at) if at is not None else 0
-
-        fused, remat = rematerialize(fused, peak_at, chip.device_hbm_bytes)
-        program = build(fused) if remat.values else program
-    allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name, remat.bytes if remat else 0)
-    program.remat = remat
-    if chip.cmem_mib is not None:  # v4: CMEM placements and async copies (timing only)
-        assign_cmem(program, int(chip.cmem_mib.value * 2**20), timer_for(chip).hbm_pressure)
-    stage("allocate", t)
-    return Compiled(traced.name, chip, precision, traced, graph, fused, program, time.perf_counter() - t0, timings,
-                    distribution)
+    if axes is None and system is not None:
+        axes = {"data": system.slice.devices * system.num_slices}
+    return system, chip, axes
 
 
 def _donated_leaves(donate_argnums: int | tuple[int, ...], example_args: tuple) -> list[int]:

@@ -2,7 +2,7 @@
 time, throughput, MFU, memory fit (and the smallest slice that fits when one chip does not),
 dollars and energy.
 
-`compare(model, *args, devices=[...])` compiles the model for each device (a chip, a slice such
+`compare(model, *args, devices=[...])` traces and lowers the model once and compiles it for each device (a chip, a slice such
 as "v5e-8", a GPU node such as "h100-8") and returns a `Comparison`: a table (`table()`, and
 `to_pandas()` for a DataFrame) and a plot (`plot(path)`). On several devices without a mesh the
 model runs data-parallel, every input split along its first dimension where the device count
@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from tpusim.api import compile as tpu_compile
+from tpusim.api import jit
 from tpusim.errors import OutOfMemoryError, TpusimError
 from tpusim.hardware.chip import Chip, resolve_device
 from tpusim.hardware.prices import price_of
@@ -114,7 +115,16 @@ def devices_of(name: str) -> tuple[Chip, int]:
     return system.chip, system.slice.devices * system.num_slices
 
 
-def _compile(fn: Any, args: tuple, name: str, kw: dict[str, Any]) -> Any:
+def _lower_once(fn: Any, args: tuple, kw: dict[str, Any]) -> Any:
+    """The model traced and lowered once for every device, or None when its tracing needs a
+    device's mesh (it names mesh axes itself): then each device traces it again."""
+    try:
+        return jit(fn, donate_argnums=kw.get("donate_argnums", ())).lower(*args, mesh=kw.get("mesh"))
+    except TpusimError:
+        return None
+
+
+def _compile(lowered: Any, fn: Any, args: tuple, name: str, kw: dict[str, Any]) -> Any:
     chip, n = devices_of(name)
     opts = dict(kw)
     if n > 1 and opts.get("mesh") is None:
@@ -122,16 +132,19 @@ def _compile(fn: Any, args: tuple, name: str, kw: dict[str, Any]) -> Any:
     elif n == 1:
         opts.pop("mesh", None)
         opts.pop("in_specs", None)
-    return tpu_compile(fn, *args, device=name, **opts)
+    if lowered is None:
+        return tpu_compile(fn, *args, device=name, **opts)
+    opts.pop("donate_argnums", None)
+    return lowered.compile(name, **opts)
 
 
-def _smallest_fit(fn: Any, args: tuple, chip: Chip, kw: dict[str, Any]) -> str:
+def _smallest_fit(lowered: Any, fn: Any, args: tuple, chip: Chip, kw: dict[str, Any]) -> str:
     from tpusim.distribute.scaling import slice_name
 
     for chips in _FIT_SEARCH:
         try:
             name = slice_name(chip.name, chips)
-            _compile(fn, args, name, kw)
+            _compile(lowered, fn, args, name, kw)
             return name
         except TpusimError:  # out of memory, or not a size the generation offers
             continue
@@ -154,18 +167,19 @@ def compare(fn_or_model: Any, *example_args: Any, devices: Any = DEFAULT_DEVICES
     items = items_per_step if items_per_step is not None else _items(example_args)
     if isinstance(items, bool) or not isinstance(items, int) or items <= 0:
         raise TpusimError(f"items_per_step must be a positive integer, got {items!r}")
+    lowered = _lower_once(fn_or_model, example_args, compile_kw)  # traced and lowered once for all devices
     rows = []
     for name in devices:
         chip, n = devices_of(name)
         chips = n * chip.device_fraction
         note, fits_on = "", ""
         try:
-            compiled = _compile(fn_or_model, example_args, name, compile_kw)
+            compiled = _compile(lowered, fn_or_model, example_args, name, compile_kw)
             fits = True
         except OutOfMemoryError:
             fits = False
-            compiled = _compile(fn_or_model, example_args, name, dict(compile_kw, check_memory=False))
-            fits_on = _smallest_fit(fn_or_model, example_args, chip, compile_kw)
+            compiled = _compile(lowered, fn_or_model, example_args, name, dict(compile_kw, check_memory=False))
+            fits_on = _smallest_fit(lowered, fn_or_model, example_args, chip, compile_kw)
         est = compiled.estimate()
         price = price_of(chip.name, prices)
         per_hour = price.usd * chips if price else None

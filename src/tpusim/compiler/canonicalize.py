@@ -5,6 +5,8 @@ real work."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from tpusim.ir.graph import Graph, Op, Value
@@ -31,7 +33,8 @@ def _explicit_copy(op: Op, graph: Graph) -> bool:
 
 
 def canonicalize(graph: Graph, top: bool = True) -> Graph:
-    """Remove identity ops (nested bodies too), rewiring their users. Returns a new Graph."""
+    """Remove identity ops (nested bodies too), rewiring their users. Returns a new Graph;
+    `graph` is not modified (a lowered program is compiled for many devices)."""
     alias: dict[int, Value] = {}
 
     def resolve(v: Value) -> Value:
@@ -41,13 +44,12 @@ def canonicalize(graph: Graph, top: bool = True) -> Graph:
 
     ops: list[Op] = []
     producer: dict[int, Op] = {}
-    for op in graph.ops:
-        op.inputs = [resolve(v) for v in op.inputs]
+    for op in graph.ops:  # each op is copied, never edited: the input graph stays as it was
+        op = replace(op, inputs=[resolve(v) for v in op.inputs],
+                     subgraphs={k: canonicalize(g, top=False) for k, g in op.subgraphs.items()})
         producer.update((o.id, op) for o in op.outputs)
         if op.prim == "conv_general_dilated":
             _fold_input_pad(op, producer)
-        if op.subgraphs:
-            op.subgraphs = {k: canonicalize(g, top=False) for k, g in op.subgraphs.items()}
         if _is_identity(op) and not (top and _explicit_copy(op, graph)):
             for i, o in zip(op.inputs, op.outputs):
                 alias[o.id] = i
@@ -79,7 +81,8 @@ def _is_zero(v: Value, producer: dict[int, Op]) -> bool:
 def _fold_input_pad(conv: Op, producer: dict[int, Op]) -> None:
     """A convolution whose input is zero-padded on its spatial dims (Keras's ZeroPadding2D
     before a strided conv) reads the unpadded input with its own padding widened instead: the
-    padded copy is never made (the pad stays only if something else reads it)."""
+    padded copy is never made (the pad stays only if something else reads it). Edits `conv`,
+    a copy made by `canonicalize`."""
     pad = producer.get(conv.inputs[0].id)
     if pad is None or pad.prim != "pad" or not _is_zero(pad.inputs[1], producer):
         return

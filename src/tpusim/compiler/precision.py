@@ -12,6 +12,7 @@ The decision is written into `op.params["mxu_precision"]`; numerics and timing b
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -54,8 +55,13 @@ def choose_precision(op: Op, precision: str, mxu_dtype: str) -> MxuPrecision:
 
 
 def assign_precision(graph: Graph, precision: str = "default", mxu_dtype: str = "bf16") -> Graph:
-    """Annotate every MXU op (nested bodies included) with its MXU precision."""
-    for op in graph.walk():
+    """A copy of `graph` with every MXU op (nested bodies included) annotated with its MXU
+    precision; `graph` itself is left as it was (it may be compiled again for another chip)."""
+    ops = []
+    for op in graph.ops:
+        params = op.params
         if category_of(op.prim) is Category.MXU:
-            op.params["mxu_precision"] = choose_precision(op, precision, mxu_dtype)
-    return graph
+            params = {**op.params, "mxu_precision": choose_precision(op, precision, mxu_dtype)}
+        ops.append(replace(op, params=params, subgraphs={k: assign_precision(g, precision, mxu_dtype)
+                                                         for k, g in op.subgraphs.items()}))
+    return Graph(list(graph.inputs), list(graph.outputs), ops)

@@ -24,7 +24,6 @@ import yaml
 
 from tpusim.api import compile as tpu_compile
 from tpusim.hardware.chip import resolve_device
-from tpusim.sim.estimate import estimate_program
 from tpusim.sim.timing import DEFAULT_CONSTANTS, TimingConstants
 
 DATA = Path(__file__).parent / "measurements.yaml"
@@ -135,7 +134,7 @@ def _training_step_time(entry: dict[str, Any], constants: TimingConstants) -> fl
                                donate_argnums=program.donate_argnums)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    return estimate_program(compiled.program, resolve_device(entry["device"]), 0.0, constants).time_s
+    return compiled.estimate(constants).time_s
 
 
 _LLM_CACHE: dict[str, Any] = {}
@@ -147,8 +146,7 @@ def _llm_training_step_time(entry: dict[str, Any], constants: TimingConstants, c
     if entry["id"] not in _LLM_CACHE:
         _LLM_CACHE[entry["id"]] = _llm_compile(entry)
     compiled = _LLM_CACHE[entry["id"]]
-    return estimate_program(compiled.program, compiled.chip, 0.0, constants, mesh=compiled.distribution.mesh,
-                            calibration=calibration).time_s
+    return compiled.estimate(constants, calibration).time_s
 
 
 def _llm_compile(entry: dict[str, Any]) -> Any:
@@ -202,7 +200,7 @@ def _model_parts(entry: dict[str, Any], constants: TimingConstants) -> tuple[flo
         return _collective_time(entry, constants), 0
     fn, args = _workload(entry)
     compiled = tpu_compile(fn, *args, device=entry["device"], tiles=tuple(entry["tiles"]) if "tiles" in entry else None)
-    est = estimate_program(compiled.program, resolve_device(entry["device"]), compiled.counts().flops, constants)
+    est = compiled.estimate(constants)
     steps = sum(math.prod(k.grid) for k in compiled.kernels if k.mxu is not None)
     return est.time_s, steps
 

@@ -1,0 +1,102 @@
+"""Stages as jax.stages has them: trace and lower once with no device, then compile the one
+Lowered for many devices, each compile running only the device-dependent passes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tpusim
+import tpusim.api as api
+from tpusim.errors import TpusimError
+
+
+def _mlp(w1, w2, x):
+    return jax.nn.relu(x @ w1) @ w2
+
+
+ARGS = (jnp.ones((256, 512)), jnp.ones((512, 128)), jnp.ones((64, 256)))
+
+
+def test_one_lowering_compiles_for_many_devices_as_compile_does():
+    lowered = tpusim.jit(_mlp).trace(*ARGS).lower()
+    ir_before = lowered.as_text("ir")
+    for device in ("v5e", "v4", "h100", "v5e-4", "cpu"):
+        shared, alone = lowered.compile(device), tpusim.compile(_mlp, *ARGS, device=device)
+        assert shared.estimate().time_s == alone.estimate().time_s
+        assert shared.peak_hbm_bytes == alone.peak_hbm_bytes
+    # compiling ran the passes on copies: the shared IR is as it was lowered
+    assert lowered.as_text("ir") == ir_before
+    compiled = lowered.compile("v4", precision="highest")
+    assert np.allclose(compiled.run(*ARGS), _mlp(*ARGS), rtol=1e-5)
+
+
+def test_lowered_counts_need_no_device():
+    lowered = tpusim.jit(_mlp).lower(*ARGS)
+    assert lowered.cost_analysis()["flops"] == 2 * 64 * 256 * 512 + 64 * 512 + 2 * 64 * 512 * 128  # two GEMMs, a ReLU
+    assert "dot_general" in lowered.as_text("jaxpr")
+    with pytest.raises(TpusimError, match="'jaxpr' or 'ir'"):
+        lowered.as_text("program")
+
+
+def test_compare_traces_and_lowers_once(monkeypatch):
+    calls = []
+    original = api.trace
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "trace", counting)
+    frame = tpusim.compare(_mlp, *ARGS, devices=["v5e", "v6e", "v4", "h100", "a100", "v5e-4"]).to_pandas()
+    assert len(frame) == 6 and (frame.step_s > 0).all()
+    assert len(calls) == 1
+
+
+def test_a_function_naming_mesh_axes_is_traced_under_each_slices_mesh():
+    from jax.sharding import PartitionSpec as P
+
+    def f(x):
+        return jax.lax.with_sharding_constraint(x * 2, P("data"))
+
+    lowered = tpusim.jit(f).lower(jnp.ones((16, 128)), mesh={"data": 4})
+    assert lowered.compile("v5e-4").distribution.devices == 4
+    assert lowered.compile("v5e-8").distribution.devices == 8  # traced again under 8 devices
+
+
+def test_bad_options_fail_before_any_pass():
+    lowered = tpusim.jit(_mlp).lower(*ARGS)
+    with pytest.raises(TpusimError, match="precision"):
+        lowered.compile("v5e", precision="fp4")
+    with pytest.raises(TpusimError, match="attention"):
+        lowered.compile("v5e", attention="paged")
+
+
+def test_memory_analysis_splits_the_peak_as_jax_does():
+    def step(w, x):
+        return w - 0.1 * jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w) ** 2))(w)
+
+    w, x = jnp.ones((1024, 1024)), jnp.ones((256, 1024))
+    kept = tpusim.compile(step, w, x, device="v5e").memory_analysis()
+    donated = tpusim.compile(step, w, x, device="v5e", donate_argnums=0).memory_analysis()
+    assert kept.argument_size_in_bytes == donated.argument_size_in_bytes == (1024 + 256) * 1024 * 4
+    assert kept.output_size_in_bytes == 1024 * 1024 * 4 and kept.alias_size_in_bytes == 0
+    assert donated.alias_size_in_bytes == 1024 * 1024 * 4
+    for m in (kept, donated):
+        assert m.temp_size_in_bytes > 0  # the gradient and tanh's output
+        assert m.peak_memory_in_bytes == (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                                          + m.temp_size_in_bytes)
+
+
+def test_estimate_takes_other_constants_without_replacing_the_default():
+    from dataclasses import replace
+
+    from tpusim.sim.device_timer import DEFAULT_CONSTANTS
+
+    compiled = tpusim.compile(jnp.tanh, jnp.ones((4096, 4096)), device="v5e")
+    default = compiled.estimate()
+    slower = compiled.estimate(replace(DEFAULT_CONSTANTS, transcendental_cost=100.0))
+    assert slower.time_s > default.time_s
+    assert compiled.estimate() is default
