@@ -105,22 +105,24 @@ def _merge_siblings(groups: list[_Group]) -> list[_Group]:
                 continue
             shared = [v for v in _ordered_reads(b) if v.id in a_reads and v.size * 8 >= biggest]
             if shared and not a_needed:
-                in_a = {id(op) for op in a.ops}
-                b.ops = a.ops + [op for op in b.ops if id(op) not in in_a]
-                b.local |= a.local
-                b.reduce_outs |= a.reduce_outs
+                _join(a, b, into=b)
                 merged.add(ai)
                 break
             if shared and not (b_inputs & made_between):
-                in_a = {id(op) for op in a.ops}
-                a.ops = a.ops + [op for op in b.ops if id(op) not in in_a]
-                a.local |= b.local
-                a.reduce_outs |= b.reduce_outs
+                _join(a, b, into=a)
                 merged.add(bi)
                 a_outs |= {o.id for op in b.ops for o in op.outputs}
                 continue
             made_between.update(o.id for op in b.ops for o in op.outputs)
     return [g for gi, g in enumerate(groups) if gi not in merged]
+
+
+def _join(first: _Group, second: _Group, into: _Group) -> None:
+    """Make `into` (one of the two) the kernel doing both: `first`'s ops, then `second`'s."""
+    in_first = {id(op) for op in first.ops}
+    into.ops = first.ops + [op for op in second.ops if id(op) not in in_first]
+    into.local = first.local | second.local
+    into.reduce_outs = first.reduce_outs | second.reduce_outs
 
 
 def _recompute_from_reads(groups: list[_Group]) -> list[_Group]:
@@ -318,7 +320,7 @@ def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> lis
                 if gi not in makers.setdefault(o.id, [])[-1:]:
                     makers[o.id].append(gi)
     read_outside = _read_outside(groups)
-    sizes = {v.id: v for g in groups for op in g.ops for v in op.outputs}
+    values = {v.id: v for g in groups for op in g.ops for v in op.outputs}
     merged: dict[int, int] = {}  # loop group index -> MXU group index it joins
 
     def exported(gi: int, g: _Group) -> list[Value]:
@@ -332,8 +334,8 @@ def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> lis
         # the kernel each input is read from: the latest one before this that makes it
         owner = {i: max(g for g in makers[i] if g < li) for i in inputs if any(g < li for g in makers.get(i, ()))}
         # the product-sized results (raw, or finished by an epilogue) of matmuls/convs it reads
-        products = {owner[i]: sizes[i] for i in inputs if i in owner and groups[owner[i]].kind in ("matmul", "conv")
-                    and sizes[i].shape == groups[owner[i]].anchor.outputs[0].shape}  # type: ignore[union-attr]
+        products = {owner[i]: values[i] for i in inputs if i in owner and groups[owner[i]].kind in ("matmul", "conv")
+                    and values[i].shape == groups[owner[i]].anchor.outputs[0].shape}  # type: ignore[union-attr]
         if not products:
             continue
         mi = max(products)  # the latest matmul/conv whose product it reads
