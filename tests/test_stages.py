@@ -100,3 +100,8 @@ def test_estimate_takes_other_constants_without_replacing_the_default():
     slower = compiled.estimate(replace(DEFAULT_CONSTANTS, transcendental_cost=100.0))
     assert slower.time_s > default.time_s
     assert compiled.estimate() is default
+
+
+def test_a_mesh_that_is_neither_a_dict_nor_a_mesh_is_refused_before_tracing():
+    with pytest.raises(TpusimError, match="axis sizes as a dict"):
+        tpusim.jit(_mlp).lower(*ARGS, mesh=["data", 4])

@@ -491,7 +491,9 @@ def _axes(mesh: Any) -> dict[str, int] | None:
     """Axis sizes from a dict or a jax.sharding.Mesh/AbstractMesh."""
     if mesh is None:
         return None
-    return dict(mesh) if isinstance(mesh, dict) else dict(getattr(mesh, "shape", {}))
+    if not isinstance(mesh, dict) and not hasattr(mesh, "shape"):
+        raise TpusimError(f"mesh={mesh!r}: give axis sizes as a dict ({{'data': 8}}) or a jax.sharding.Mesh")
+    return dict(mesh) if isinstance(mesh, dict) else dict(mesh.shape)
 
 
 def _target(device: str | Path | Chip, mesh: Any) -> tuple[Any, Chip, dict[str, int] | None]:
