@@ -25,9 +25,15 @@ def test_demo_with_unknown_device_fails_cleanly():
     assert "unknown device" in result.output
 
 
-def test_ops_command():
+def test_ops_command_prints_each_primitives_rules(tmp_path):
     result = runner.invoke(app, ["ops"])
     assert result.exit_code == 0 and "conv_general_dilated" in result.output
+    import pandas as pd
+
+    assert runner.invoke(app, ["ops", "--csv", str(tmp_path / "ops.csv")]).exit_code == 0
+    rules = pd.read_csv(tmp_path / "ops.csv").set_index("primitive")
+    assert rules.loc["dot_general", "shard"] == "dot" and rules.loc["reshape", "identity"] == "same type"
+    assert rules.loc["all_reduce", "collective"] == "all_reduce" and rules.loc["scatter-add", "in place"] == "yes"
 
 
 def test_run_command_with_trace_and_roofline(tmp_path):

@@ -21,7 +21,7 @@ from tpusim.errors import (  # noqa: E402
     UnsupportedOpError,
 )
 from tpusim.hardware.chip import Chip, load_chip, list_devices  # noqa: E402
-from tpusim.ir.opset import supported_primitives  # noqa: E402
+from tpusim.ir.primitives import supported_primitives  # noqa: E402
 
 
 def devices() -> list[str]:

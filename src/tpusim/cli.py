@@ -495,20 +495,24 @@ def scale(model: str = typer.Argument(..., help="resnet50 (data parallel) or gpt
 @app.command()
 def ops(json_out: str = typer.Option(None, "--json", help="write the primitives as JSON here ('-': stdout)"),
         csv_out: str = typer.Option(None, "--csv", help="write the primitives as CSV here ('-': stdout)")) -> None:
-    """List the JAX primitives tpusim compiles."""
+    """List the JAX primitives tpusim compiles, with the rules each one's entry gives the pipeline."""
     import pandas as pd
+    from rich.table import Table
 
-    from tpusim.ir.opset import CATEGORY
+    from tpusim.ir.primitives import PRIMITIVES
 
     _writable(json_out, "--json")
     _writable(csv_out, "--csv")
-    frame = pd.DataFrame([{"primitive": p, "category": CATEGORY[p].value} for p in sorted(CATEGORY)])
+    frame = pd.DataFrame([{"primitive": name, **PRIMITIVES[name].rules()} for name in sorted(PRIMITIVES)])
     if (json_out or csv_out) and _export(frame.to_json(orient="records", indent=1), frame.to_csv(index=False),
                                          json_out, csv_out):
         return
-    for prim in sorted(CATEGORY):
-        console.print(f"{prim:28s} {CATEGORY[prim].value}")
-
+    t = Table(title=f"{len(frame)} primitives (src/tpusim/ir/primitives.py)")
+    for column in frame.columns:
+        t.add_column(column, no_wrap=column == "primitive", overflow="fold")
+    for row in frame.itertuples(index=False):
+        t.add_row(*(str(x) for x in row))
+    console.print(t)
 
 if __name__ == "__main__":
     app()

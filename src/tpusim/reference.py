@@ -15,9 +15,8 @@ import numpy as np
 from jax.extend import core as jcore
 
 from tpusim.frontend.trace import trace
-from tpusim.ir.opset import INLINED_CALLS
-
-_MXU = ("dot_general", "conv_general_dilated", "ragged_dot_general")
+from tpusim.ir.opset import INLINED_CALLS, Category
+from tpusim.ir.primitives import category_of
 
 
 def _round_bf16(x: Any) -> Any:
@@ -50,7 +49,7 @@ def _eval(jaxpr: Any, consts: list[Any], args: list[Any]) -> list[Any]:
     for eqn in jaxpr.eqns:
         ins = [read(a) for a in eqn.invars]
         name, p = eqn.primitive.name, eqn.params
-        if name in _MXU:
+        if category_of(name) is Category.MXU:
             outs = [_mxu(eqn, ins)]
         elif name in INLINED_CALLS:
             sub = next(p[k] for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if k in p)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from tpusim.compiler.layout import padded_bytes
 from tpusim.errors import OutOfMemoryError
 from tpusim.ir.graph import Value
-from tpusim.ir.opset import EPILOGUE_MOVEMENT, Category, category_of
+from tpusim.ir.primitives import PRIMITIVES
 from tpusim.program.program import Allocation, Kernel, Program
 
 ALIGN = 512  # bytes; HBM buffers are aligned to whole tiles
@@ -99,10 +99,6 @@ def body_temporaries(body: Program) -> int:
     return max(live_profile(allocs, len(body.kernels)), default=0)
 
 
-IN_PLACE = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul", "scatter-min",
-                      "scatter_min", "scatter-max", "scatter_max", "dynamic_update_slice"})
-
-
 def _read_in_order(kernel: Kernel) -> list[Value]:
     """The loop kernel's inputs it reads element by element in the order it writes its result
     (through elementwise work, reductions, broadcasts and reshapes; not through a transpose,
@@ -110,9 +106,7 @@ def _read_in_order(kernel: Kernel) -> list[Value]:
     body = kernel.op.subgraphs.get("fused") if kernel.op is not None else None
     if body is None:
         return []
-    reordered = {v.id for op in body.ops for v in op.inputs
-                 if not (category_of(op.prim) in (Category.ELEMENTWISE, Category.TRANSCENDENTAL, Category.REDUCE)
-                         or op.prim in EPILOGUE_MOVEMENT)}
+    reordered = {v.id for op in body.ops for v in op.inputs if not PRIMITIVES[op.prim].reads_in_order}
     return [v for v in kernel.inputs if v.id not in reordered]
 
 
@@ -125,7 +119,7 @@ def _update_in_place(program: Program, allocs: dict[int, Allocation]) -> None:
     for i, k in enumerate(program.kernels):
         if k.op is None or not k.outputs:
             continue
-        if k.op.prim in IN_PLACE:
+        if PRIMITIVES[k.op.prim].in_place:
             candidates = list(k.op.inputs[:1])
         elif k.kind == "loop":
             candidates = _read_in_order(k)

@@ -12,11 +12,11 @@ arithmetic stays. The numerics are unchanged.
 from __future__ import annotations
 
 from tpusim.ir.graph import Graph, Op
-from tpusim.ir.opset import Category, category_of
+from tpusim.ir.opset import PER_ELEMENT
+from tpusim.ir.primitives import category_of
 
-_PASS_THROUGH = {Category.ELEMENTWISE, Category.TRANSCENDENTAL}
 # Views of the same scores (jax.nn.dot_product_attention reshapes them for grouped heads).
-_RESHAPES = {"reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims"}
+_RESHAPES = {"reshape", "broadcast_in_dim", "transpose", "squeeze"}
 
 
 def score_shapes(graph: Graph) -> set[tuple[int, ...]]:
@@ -53,7 +53,7 @@ def _scan(graph: Graph, found: set[tuple[int, ...]]) -> None:
                     seen_max = True
                 elif r.prim == "exp":
                     seen_exp = True
-                if category_of(r.prim) in _PASS_THROUGH or r.prim in _RESHAPES:
+                if category_of(r.prim) in PER_ELEMENT or r.prim in _RESHAPES:
                     frontier.extend(o for o in r.outputs if o.size == size)
         if seen_max and seen_exp:
             found.update(s for s in shapes if len(s) >= 3)

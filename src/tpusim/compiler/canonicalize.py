@@ -1,5 +1,5 @@
-"""Canonicalization: drop ops that do nothing (same-shape reshapes, same-type converts,
-stop_gradient, optimization barriers) and ops whose results nobody uses, and fold a zero pad
+"""Canonicalization: drop ops that do nothing (each primitive's entry says when: same-shape
+reshapes, same-type converts, stop_gradient, optimization barriers) and ops whose results nobody uses, and fold a zero pad
 into the convolution that reads it (XLA's algebraic simplifier does), so later passes see only
 real work."""
 
@@ -10,25 +10,22 @@ from dataclasses import replace
 import numpy as np
 
 from tpusim.ir.graph import Graph, Op, Value
-
-_IDENTITY_PRIMS = {"stop_gradient", "optimization_barrier", "copy", "copy_p", "sharding_constraint", "reshard", "name"}
+from tpusim.ir.primitives import PRIMITIVES, Identity
 
 
 def _is_identity(op: Op) -> bool:
-    if len(op.inputs) != len(op.outputs):
+    """Whether `op` hands back its operands unchanged (its entry's `identity` rule)."""
+    rule = PRIMITIVES[op.prim].identity
+    if rule is Identity.NEVER or len(op.inputs) != len(op.outputs):
         return False
-    if op.prim in _IDENTITY_PRIMS:
-        return True
-    if op.prim in ("reshape", "convert_element_type", "squeeze", "expand_dims") and len(op.inputs) == 1:
-        src, dst = op.inputs[0], op.outputs[0]
-        return src.shape == dst.shape and src.dtype == dst.dtype
-    return False
+    return rule is Identity.ALWAYS or all(i.shape == o.shape and i.dtype == o.dtype
+                                          for i, o in zip(op.inputs, op.outputs))
 
 
 def _explicit_copy(op: Op, graph: Graph) -> bool:
     """`jnp.copy(x)` of a program input returned as an output: without donation XLA must write
     a new buffer, so the copy is real work (a copy kernel), not an identity."""
-    return (op.prim in ("copy", "copy_p") and any(v.id == op.inputs[0].id for v in graph.inputs)
+    return (op.prim == "copy" and any(v.id == op.inputs[0].id for v in graph.inputs)
             and any(v.id == op.outputs[0].id for v in graph.outputs))
 
 

@@ -9,7 +9,8 @@ from tpusim.compiler.layout import padded_bytes
 from tpusim.compiler.tiling import mxu_hbm_traffic, plan_loop, plan_mxu
 from tpusim.ir.counts import Counts, op_counts
 from tpusim.ir.graph import Graph, Op, Value
-from tpusim.ir.opset import Category, category_of
+from tpusim.ir.opset import Category
+from tpusim.ir.primitives import category_of
 from tpusim.program.program import BlockSpec, Kernel, Program, Step
 
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from tpusim.ir.graph import Graph, Op, Value
-from tpusim.ir.opset import EPILOGUE, EPILOGUE_MOVEMENT, FUSIBLE, Category, category_of
+from tpusim.ir.opset import FUSIBLE, PER_ELEMENT, Category
+from tpusim.ir.primitives import PRIMITIVES, category_of, is_epilogue
 
 
 # A matmul/conv fuses a producer of its operand even at equal HBM cost (give or take the
@@ -40,9 +41,6 @@ MXU_OPERAND_TIE = 1.05
 
 # Movement ops a loop kernel can recompute as part of its indexing (its read of the source is
 # offset or masked), so XLA duplicates them into each consumer loop fusion like elementwise ops.
-LOOP_INDEXING = frozenset({"slice", "pad"})
-
-
 @dataclass
 class _Group:
     kind: str  # "matmul" | "conv" | "loop" | "single"
@@ -148,7 +146,7 @@ def _recompute_from_reads(groups: list[_Group]) -> list[_Group]:
             # a stored value: fine to read only if it is small beside the one it replaces
             return v.size * 8 <= ref and (made is None or made[0] < before)
         op = made[1]
-        if depth > 12 or category_of(op.prim) not in EPILOGUE and op.prim not in EPILOGUE_MOVEMENT:
+        if depth > 12 or not is_epilogue(op.prim):
             return v.size * 8 <= ref
         if not all(cone_of(u, avail, ref, before, depth + 1, out) for u in op.inputs):
             return False
@@ -230,7 +228,7 @@ def _narrowing_cone(group: _Group, wide: Value) -> tuple[list[Op], Value, set[in
         for op in local_readers.get(v.id, []):
             if any(o.id in seen for o in op.outputs):
                 continue
-            if op is group.anchor or category_of(op.prim) not in EPILOGUE and op.prim not in EPILOGUE_MOVEMENT:
+            if op is group.anchor or not is_epilogue(op.prim):
                 return None
             cone.append(op)
             narrows = (op.prim == "convert_element_type" and op.outputs[0].nbytes < op.inputs[0].nbytes)
@@ -257,7 +255,7 @@ def _narrowing_cone(group: _Group, wide: Value) -> tuple[list[Op], Value, set[in
             others.add(v.id)
             continue
         op = made_by[v.id]
-        if category_of(op.prim) not in EPILOGUE and op.prim not in EPILOGUE_MOVEMENT:
+        if not is_epilogue(op.prim):
             return None
         cone.append(op)
         seen.update(o.id for o in op.outputs)
@@ -416,9 +414,9 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         src = groups[owner[v.id]]
         if src is group or src.kind == "single" or op is src.anchor or v.id in src.reduce_outs:
             return None
-        if category_of(op.prim) in EPILOGUE or op.prim in EPILOGUE_MOVEMENT:
+        if is_epilogue(op.prim):
             return op
-        if group.kind == "loop" and op.prim in LOOP_INDEXING:
+        if group.kind == "loop" and PRIMITIVES[op.prim].loop_indexing:
             return op  # a loop kernel reads a slice or pad of its input as cheaply as the input
         return None
 
@@ -499,7 +497,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         if group.kind == "loop":
             return True
         anchor_shape = group.anchor.outputs[0].shape  # type: ignore[union-attr]
-        return cat in EPILOGUE and op.id not in no_epilogue and all(o.shape == anchor_shape for o in op.outputs)
+        return cat in PER_ELEMENT and op.id not in no_epilogue and all(o.shape == anchor_shape for o in op.outputs)
 
     for op in graph.ops:
         cat = category_of(op.prim)

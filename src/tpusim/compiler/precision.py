@@ -18,7 +18,8 @@ from typing import Literal
 import numpy as np
 
 from tpusim.ir.graph import Graph, Op
-from tpusim.ir.opset import Category, category_of
+from tpusim.ir.opset import Category
+from tpusim.ir.primitives import category_of
 
 MxuPrecision = Literal["bf16", "bf16_3x", "bf16_6x", "int8", "int"]
 PASSES: dict[str, int] = {"bf16": 1, "bf16_3x": 3, "bf16_6x": 6, "int8": 1, "int": 1}

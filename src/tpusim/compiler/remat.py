@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from tpusim.ir.graph import Graph, Op, Value
-from tpusim.ir.opset import EPILOGUE, EPILOGUE_MOVEMENT, category_of
+from tpusim.ir.primitives import is_epilogue
 
 # Longest chain of elementwise ops recomputed for one value; XLA's remat also only
 # recomputes cheap instructions. A modelling choice.
@@ -50,7 +50,7 @@ def _chain(v: Value, body: Graph) -> list[Op] | None:
         op = made.get(u.id)
         if op is None or len(op.outputs) != 1:
             return False
-        if category_of(op.prim) not in EPILOGUE and op.prim not in EPILOGUE_MOVEMENT and op.prim != "convert_element_type":
+        if not is_epilogue(op.prim):
             return False
         if not all(visit(w, False) for w in op.inputs):
             return False

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from tpusim.errors import ShardingError
 from tpusim.ir.geometry import conv_geometry, dot_geometry
 from tpusim.ir.graph import Graph, Op, Value
-from tpusim.ir.opset import Category, category_of
+from tpusim.ir.opset import Category
+from tpusim.ir.primitives import PRIMITIVES, category_of
 
 Axes = tuple[str, ...]
 
@@ -284,7 +285,8 @@ class _Partitioner:
         return local_inputs
 
     def op(self, op: Op) -> None:
-        if op.prim == "shard_map":
+        rule_name = PRIMITIVES[op.prim].shard
+        if rule_name == "manual":
             self._shard_map(op)
             return
         if op.prim == "broadcast_in_dim" and self._is_small_broadcast(op):
@@ -295,7 +297,7 @@ class _Partitioner:
             return
         if op.prim == "scan":
             op = self._sink_lazy_consts(op)
-        rule = _RULES.get(op.prim) or _CATEGORY_RULES.get(category_of(op.prim))  # type: ignore[arg-type]
+        rule = SHARDING_RULES.get(rule_name)
         plan = rule(self, op) if rule is not None else None
         if plan is None:
             plan = _replicated_plan(op)
@@ -672,7 +674,7 @@ def _scatter_add(p: _Partitioner, op: Op) -> Plan | None:
     shape = op.inputs[0].shape
     for d in dn.inserted_window_dims:
         table = p.masked_tables.get((shape, d))
-        if op.prim in ("scatter-add", "scatter_add") and table and d in dn.scatter_dims_to_operand_dims \
+        if table and d in dn.scatter_dims_to_operand_dims \
                 and not set(table) & used and shape[d] % p.split(table) == 0:
             operand[d] = table
             params["_masked"] = (d, table)
@@ -781,40 +783,31 @@ def _scan(p: _Partitioner, op: Op) -> Plan | None:
     return ins, out_sh, params | {"_sharded_body": sub}
 
 
-_RULES = {
-    "scan": _scan,
+# The SPMD rule for each rule name a primitive's entry gives (ir/primitives.py: `shard`);
+# "replicate" (no rule: the op runs on whole arrays) and "manual" (shard_map) are not here.
+SHARDING_RULES: dict[str, Callable[[_Partitioner, Op], Plan | None]] = {
+    "elementwise": _elementwise,
+    "sharding_constraint": _sharding_constraint,
+    "broadcast": _broadcast,
+    "transpose": _transpose,
+    "reshape": _reshape,
+    "squeeze": _squeeze,
+    "slice": _slice,
     "pad": _pad,
     "concatenate": _concatenate,
     "stack": _stack,
     "unstack": _unstack,
     "tile": _tile,
-    "sharding_constraint": _sharding_constraint,
-    "reshard": _sharding_constraint,
-    "broadcast_in_dim": _broadcast,
-    "transpose": _transpose,
-    "reshape": _reshape,
-    "squeeze": _squeeze,
-    "slice": _slice,
-    "reduce_sum": _reduce,
-    "reduce_max": _reduce,
-    "reduce_min": _reduce,
-    "argmax": _reduce,
-    "argmin": _reduce,
-    "dot_general": _dot,
-    "conv_general_dilated": _conv,
-    "reduce_window_max": _window,
-    "reduce_window_min": _window,
-    "reduce_window_sum": _window,
-    "select_and_scatter_add": _window,
-    "select_and_gather_add": _window,
-    "gather": _gather,
-    "dynamic_update_slice": _dynamic_update_slice,
     "dynamic_slice": _dynamic_slice,
-    "scatter-add": _scatter_add,
+    "dynamic_update_slice": _dynamic_update_slice,
+    "reduce": _reduce,
+    "dot": _dot,
+    "conv": _conv,
+    "window": _window,
+    "gather": _gather,
     "scatter_add": _scatter_add,
+    "scan": _scan,
 }
-_CATEGORY_RULES = {Category.ELEMENTWISE: _elementwise, Category.TRANSCENDENTAL: _elementwise,
-                   Category.TRANSFER: _elementwise}
 
 
 def shard_graph(graph: Graph, mesh_axes: dict[str, int], in_specs: list[Any]) -> ShardedGraph:

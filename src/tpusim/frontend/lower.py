@@ -17,7 +17,8 @@ from jax.extend.core import primitives as jprims
 
 from tpusim.errors import UnsupportedOpError
 from tpusim.ir.graph import Graph, Op, Value
-from tpusim.ir.opset import INLINED_CALLS, Category, category_of
+from tpusim.ir.opset import INLINED_CALLS, Category
+from tpusim.ir.primitives import category_of
 
 
 _LIBRARY_MARKERS = ("site-packages", "dist-packages", "/jax/_src/", "/keras/src/")
@@ -156,7 +157,7 @@ class _Lowerer:
                 prim = "host_offload" if o.memory == "host" else "host_fetch"
                 ops.append(Op(prim, [v], [o], {}, where, None, {}, scope))
             else:
-                ops.append(Op("copy_p", [v], [o], {}, where, jprims.copy_p, {}, scope))
+                ops.append(Op("copy", [v], [o], {}, where, jprims.copy_p, {}, scope))
         return ops
 
     def make_op(self, eqn: Any, ins: list[Value], outs: list[Value]) -> Op:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from tpusim.compiler.shard import Sharding, axes_index, device_coords
+from tpusim.ir.primitives import PRIMITIVES
 from tpusim.program.program import Program
 from tpusim.sim.numerics import _read, run_kernel
 
@@ -26,34 +27,14 @@ def _groups(axes: tuple[str, ...], mesh_axes: dict[str, int]) -> dict[tuple, lis
 
 
 def _collective(kernel: Any, envs: list[dict], mesh_axes: dict[str, int]) -> None:
+    """Each device group's values combined as the collective's entry defines (ir/primitives.py)."""
     op = kernel.op
-    p = op.params
+    semantics = PRIMITIVES[op.prim].collective
     src, dst = op.inputs[0], op.outputs[0]
-    axes = tuple(p["axes"])
-    for members in _groups(axes, mesh_axes).values():
+    for members in _groups(tuple(op.params["axes"]), mesh_axes).values():
         vals = [np.asarray(_read(envs[d], src)) for d in members]
-        n = len(members)
         for pos, d in enumerate(members):
-            if op.prim == "all_reduce":
-                reduce = {"sum": np.sum, "max": np.max, "min": np.min}[p.get("op", "sum")]
-                out = reduce(np.stack(vals), axis=0).astype(src.dtype)
-            elif op.prim == "all_gather":
-                out = np.concatenate(vals, axis=p["dim"])
-            elif op.prim == "reduce_scatter":
-                total = np.sum(np.stack(vals), axis=0).astype(src.dtype)
-                out = np.split(total, n, axis=p["dim"])[pos]
-            elif op.prim == "all_to_all":
-                parts = [np.split(v, n, axis=p["split_dim"])[pos] for v in vals]
-                out = np.concatenate(parts, axis=p["concat_dim"])
-            elif op.prim == "shard_slice":
-                out = np.split(vals[pos], n, axis=p["dim"])[pos]
-            elif op.prim == "collective_permute":  # (source, target) pairs; no source: zeros
-                perm = p.get("perm") or tuple((i, (i + 1) % n) for i in range(n))
-                source = next((s for s, t in perm if t == pos), None)
-                out = vals[source] if source is not None else np.zeros_like(vals[pos])
-            else:  # pragma: no cover - the opset lists every collective
-                raise NotImplementedError(op.prim)
-            envs[d][dst.id] = out
+            envs[d][dst.id] = semantics(vals, pos, op.params, np)
 
 
 def run_spmd(program: Program, mesh_axes: dict[str, int], per_device_args: list[list[Any]],

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from tpusim.ir.graph import Op, Value
+from tpusim.ir.primitives import PRIMITIVES
 from tpusim.program.program import Kernel, Program
 from tpusim.sim.mxu_jax import mxu_product
 from tpusim.sim.numerics import _bind, _read, _to_numpy
@@ -179,43 +180,18 @@ def _vmapped(kernel: Kernel, env: Env, n: int) -> None:
 
 
 def _collective(kernel: Kernel, env: Env, mesh_axes: dict[str, int]) -> None:
-    """sim/spmd._collective on stacked values (the same sums, in the same device order)."""
+    """sim/spmd._collective on stacked values (the same entry's semantics, in the same device order)."""
     from tpusim.sim.spmd import _groups
 
     op = kernel.op
-    p = op.params
+    semantics = PRIMITIVES[op.prim].collective
     src, dst = op.inputs[0], op.outputs[0]
     stacked = _stacked(env, src, math.prod(mesh_axes.values()))
     per_device: list[Any] = [None] * stacked.shape[0]
-
-    def total(vals: list[Any]) -> Any:
-        combine = {"sum": jnp.add, "max": jnp.maximum, "min": jnp.minimum}[p.get("op", "sum") if op.prim == "all_reduce" else "sum"]
-        acc = vals[0]
-        for v in vals[1:]:
-            acc = combine(acc, v)
-        return acc.astype(src.dtype)
-
-    for members in _groups(tuple(p["axes"]), mesh_axes).values():
+    for members in _groups(tuple(op.params["axes"]), mesh_axes).values():
         vals = [stacked[d] for d in members]
-        n = len(members)
         for pos, d in enumerate(members):
-            if op.prim == "all_reduce":
-                out = total(vals)
-            elif op.prim == "all_gather":
-                out = jnp.concatenate(vals, axis=p["dim"])
-            elif op.prim == "reduce_scatter":
-                out = jnp.split(total(vals), n, axis=p["dim"])[pos]
-            elif op.prim == "all_to_all":
-                out = jnp.concatenate([jnp.split(v, n, axis=p["split_dim"])[pos] for v in vals], axis=p["concat_dim"])
-            elif op.prim == "shard_slice":
-                out = jnp.split(vals[pos], n, axis=p["dim"])[pos]
-            elif op.prim == "collective_permute":  # (source, target) pairs; no source: zeros
-                perm = p.get("perm") or tuple((i, (i + 1) % n) for i in range(n))
-                source = next((s for s, t in perm if t == pos), None)
-                out = vals[source] if source is not None else jnp.zeros_like(vals[pos])
-            else:  # pragma: no cover - the opset lists every collective
-                raise NotImplementedError(op.prim)
-            per_device[d] = out
+            per_device[d] = semantics(vals, pos, op.params, jnp)
     env[dst.id] = jnp.stack(per_device)
 
 

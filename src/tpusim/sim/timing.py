@@ -39,6 +39,8 @@ import math
 from typing import Any
 
 from tpusim.hardware.chip import Chip
+from tpusim.ir.opset import Category
+from tpusim.ir.primitives import category_of
 from tpusim.program.program import HbmPressure, Kernel, MxuPlan
 from tpusim.sim.calibration import Calibration
 from tpusim.sim.device_timer import (DEFAULT_CONSTANTS, Bound, DeviceTimer, KernelTime,  # noqa: F401 (re-exported)
@@ -150,7 +152,7 @@ class TensorCoreTimer(DeviceTimer):
         fused = kernel.op.subgraphs.get("fused") if kernel.op is not None else None
         instructions = 0
         for op in (fused.ops if fused is not None else ()):
-            if op.prim.startswith("reduce_") and op.inputs and op.inputs[0].shape:
+            if category_of(op.prim) is Category.REDUCE and op.inputs[0].shape:
                 if len(op.inputs[0].shape) - 1 in tuple(op.params.get("axes") or ()):
                     instructions += math.ceil(op.inputs[0].size / (8 * 128))
         return instructions * 8 / (self.clock_hz * cores)
