@@ -56,7 +56,7 @@ FAMILIES = {
 
 
 def _resolution(kernel: object) -> int | None:
-    shape = kernel.op.params["anchor"].outputs[0].shape  # type: ignore[attr-defined]
+    shape = kernel.anchor.outputs[0].shape  # type: ignore[attr-defined]
     return shape[1] if len(shape) == 4 else None
 
 
@@ -68,8 +68,8 @@ def profile(model: keras.Model, batch: int, device: str) -> dict[str, float]:
     est = compiled.estimate()
     times = {k.name: k.time_s for k in est.ops}
     mxu = [k for k in compiled.program.kernels if k.mxu is not None]
-    dw = [k for k in mxu if is_depthwise(k.op.params["anchor"])]
-    dense = [k for k in mxu if not is_depthwise(k.op.params["anchor"])]
+    dw = [k for k in mxu if is_depthwise(k.anchor)]
+    dense = [k for k in mxu if not is_depthwise(k.anchor)]
     worst = 0.0
     for k in dw:
         stage = sum(times[d.name] for d in dense if _resolution(d) == _resolution(k))

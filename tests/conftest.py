@@ -3,6 +3,7 @@ import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="tpusim-test-keras-"))
+os.environ.setdefault("TPUSIM_VERIFY_IR", "1")  # the IR verifier runs after every compiler pass
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -79,7 +79,7 @@ def test_depthwise_filter_and_input_gradients_match_jax():
     compiled = tpusim.compile(grad, x, w, device="v5e")
     convs = [k for k in compiled.program.kernels if k.kind == "conv"]
     assert len(convs) == 3 and all(k.mxu.engine == "vpu" for k in convs)
-    assert any(int(k.op.params["anchor"].params["batch_group_count"]) == 128 for k in convs)
+    assert any(int(k.anchor.params["batch_group_count"]) == 128 for k in convs)
     got = compiled.run(x, w)
     assert relative_error(got, bf16_reference(grad, x, w)) < 1e-5  # the MXU inputs' bf16 rounding
     assert relative_error(got, grad(x, w)) < 2e-2
@@ -130,7 +130,7 @@ def test_mobile_models_are_not_dominated_by_depthwise_kernels(device):
     dense convs and matmuls of its stage (the layers at its resolution) together, and depthwise
     kernels take well under half of the step (56-85% when each channel was a padded MXU pass)."""
     def resolution(k) -> int | None:
-        shape = k.op.params["anchor"].outputs[0].shape
+        shape = k.anchor.outputs[0].shape
         return shape[1] if len(shape) == 4 else None
 
     for make in (keras.applications.MobileNetV2, keras.applications.EfficientNetB0, keras.applications.ConvNeXtTiny):
@@ -138,8 +138,8 @@ def test_mobile_models_are_not_dominated_by_depthwise_kernels(device):
         compiled = tpusim.compile(model, jax.ShapeDtypeStruct((8, 224, 224, 3), np.float32), device=device)
         times = {t.name: t.time_s for t in compiled.estimate().ops}
         mxu = [k for k in compiled.program.kernels if k.mxu is not None]
-        dw = [k for k in mxu if is_depthwise(k.op.params["anchor"])]
-        dense = [k for k in mxu if not is_depthwise(k.op.params["anchor"])]
+        dw = [k for k in mxu if is_depthwise(k.anchor)]
+        dense = [k for k in mxu if not is_depthwise(k.anchor)]
         assert dw, make.__name__
         for k in dw:
             stage = sum(times[d.name] for d in dense if resolution(d) == resolution(k))

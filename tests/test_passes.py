@@ -17,7 +17,7 @@ def ir(fn, *args):
 
 
 def kinds(graph):
-    return [op.params["kind"] if op.prim == "fusion" else op.prim for op in graph.ops]
+    return [op.kind if op.prim == "fusion" else op.prim for op in graph.ops]
 
 
 def fused_prims(op):
@@ -56,10 +56,10 @@ def test_batch_mean_is_reduced_in_the_conv_output_fusion():
     """XLA:TPU's convolution output fusions also emit reductions of the result tile, so
     training-mode batch norm reads the conv result back once (the variance), not twice."""
     g = fuse(ir(_conv_bn_relu, *_BN_ARGS))
-    conv = next(op for op in g.ops if op.prim == "fusion" and op.params["kind"] == "conv")
+    conv = next(op for op in g.ops if op.prim == "fusion" and op.kind == "conv")
     assert "reduce_sum" in fused_prims(conv)
     assert any(v.shape == (64,) for v in conv.outputs)
-    product = conv.params["anchor"].outputs[0]
+    product = conv.anchor.outputs[0]
     readers = [op for op in g.ops if op is not conv and any(v.size == product.size for v in op.inputs)]
     assert len(readers) == 2  # the variance pass and the normalization
 
@@ -72,7 +72,7 @@ def test_backward_kernels_leave_no_dead_work():
 
     g = fuse(ir(jax.grad(loss, argnums=(1, 2, 3)), *_BN_ARGS))
     assert all(op.outputs for op in g.ops)
-    mxu_reductions = [op for op in g.ops if op.prim == "fusion" and op.params["kind"] == "conv"
+    mxu_reductions = [op for op in g.ops if op.prim == "fusion" and op.kind == "conv"
                       and "reduce_sum" in fused_prims(op)]
     assert mxu_reductions
 

@@ -82,7 +82,7 @@ def test_systolic_demo_takes_a_batched_dot_as_a_matmul():
     k = np.linspace(-1, 1, 2 * 7 * 12, dtype=np.float32).reshape(2, 7, 12)
     c = tpusim.compile(f, q, k, device="v4")
     index, kernel = first_mxu_kernel(c.program)
-    a, w = _as_matrices(kernel.op.params["anchor"], q, k)
+    a, w = _as_matrices(kernel.anchor, q, k)
     np.testing.assert_allclose(a @ w, q[0] @ k[0].T, rtol=1e-6)
 
 

@@ -105,3 +105,33 @@ def test_estimate_takes_other_constants_without_replacing_the_default():
 def test_a_mesh_that_is_neither_a_dict_nor_a_mesh_is_refused_before_tracing():
     with pytest.raises(TpusimError, match="axis sizes as a dict"):
         tpusim.jit(_mlp).lower(*ARGS, mesh=["data", 4])
+
+
+def test_ir_after_each_named_pass_is_kept_and_dumped_on_request(monkeypatch, capsys):
+    """The pipeline keeps the graph each named pass returns (`as_text(<pass>)`), and
+    TPUSIM_DUMP_IR_AFTER prints it as the compile runs, as XLA's pass dumps do."""
+    fn = lambda x: jax.lax.stop_gradient(jnp.exp(x)) * 2  # noqa: E731 (stop_gradient: an identity)
+    monkeypatch.setenv("TPUSIM_DUMP_IR_AFTER", "canonicalize")
+    compiled = tpusim.compile(fn, jnp.ones((8, 128)))
+    assert "stop_gradient" in compiled.as_text("lowered") and "stop_gradient" not in compiled.as_text("canonicalize")
+    assert "fusion" in compiled.as_text("fuse") and compiled.as_text("fused") == compiled.as_text("fuse")
+    dumped = capsys.readouterr().err
+    assert "// tpusim IR after canonicalize" in dumped and "// tpusim IR after fuse" not in dumped
+    with pytest.raises(TpusimError, match="'assign_precision'"):
+        compiled.as_text("no_such_pass")
+
+
+def test_the_verifier_names_the_pass_that_broke_the_ir():
+    from tpusim.ir.graph import Graph, Op, Value
+    from tpusim.ir.verify import IRVerificationError, verify_graph
+
+    x, stray, y = Value((4,), np.float32, "input"), Value((4,), np.float32), Value((4,), np.float32)
+    broken = Graph([x], [y], [Op("add", [x, stray], [y], {})])
+    with pytest.raises(IRVerificationError, match=r"(?s)after pass .fuse.*reads .* before anything defines it"):
+        verify_graph(broken, after="fuse")
+    twice = Graph([x], [y], [Op("neg", [x], [y], {}), Op("exp", [y], [y], {})])
+    with pytest.raises(IRVerificationError, match="defines .* again"):
+        verify_graph(twice)
+    with pytest.raises(IRVerificationError, match="'cholesky' has no entry"):
+        verify_graph(Graph([x], [y], [Op("cholesky", [x], [y], {})]))
+    verify_graph(Graph([x], [y], [Op("neg", [x], [y], {})]))  # a well-formed graph passes

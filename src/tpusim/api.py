@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tpusim.compiler import allocate, assign_precision, canonicalize, emit_program, fuse
+from tpusim.compiler import allocate, emit_program
 from tpusim.compiler.allocate import kernel_at_peak
 from tpusim.compiler.attention import score_shapes
 from tpusim.compiler.cmem import assign_cmem
+from tpusim.compiler.pipeline import graph_passes, record, run_graph_passes
 from tpusim.compiler.precision import USER_PRECISIONS
 from tpusim.compiler.remat import rematerialize
 from tpusim.compiler.tiling import DEFAULT_VMEM_FRACTION
@@ -79,6 +80,7 @@ class Compiled:
     compile_seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     distribution: Distribution | None = None
+    after_pass: dict[str, Graph] = field(default_factory=dict, repr=False)  # the IR after each named pass
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -242,16 +244,17 @@ class Compiled:
 
     # ---- printing --------------------------------------------------------------------------
     def as_text(self, stage: str = "program") -> str:
-        """'jaxpr', 'ir', 'fused' or 'program'."""
+        """'jaxpr'; the IR after a named pass ('lowered', 'shard' on a slice, 'canonicalize',
+        'assign_precision', 'fuse'; 'ir' and 'fused' are the last two); or 'program'."""
         if stage == "jaxpr":
             return str(self.traced.closed_jaxpr)
-        if stage == "ir":
-            return self.graph.pretty()
-        if stage == "fused":
-            return self.fused.pretty()
         if stage == "program":
             return self.program.describe()
-        raise TpusimError(f"unknown stage '{stage}': use 'jaxpr', 'ir', 'fused' or 'program'")
+        graph = self.after_pass.get({"ir": "assign_precision", "fused": "fuse"}.get(stage, stage))
+        if graph is None:
+            names = ", ".join(f"'{n}'" for n in ("jaxpr", *self.after_pass, "program"))
+            raise TpusimError(f"unknown stage '{stage}': use one of {names}")
+        return graph.pretty()
 
 
 def resolve_device(device: str | Path | Chip) -> Chip:
@@ -407,6 +410,8 @@ class Lowered:
             return now
 
         traced, graph, t = self.traced, self.graph, t0
+        after_pass: dict[str, Graph] = {}
+        record(after_pass, "lowered", graph)
         mesh = None if default_mesh else axes
         if not mesh:  # a shard_map names its own mesh: the program runs on it
             mesh = _shard_map_mesh(graph, system, chip)
@@ -419,12 +424,11 @@ class Lowered:
 
             mesh_obj = make_mesh(system, axes)
             sharded = shard_graph(graph, axes, _flat_specs(in_specs, traced.example_args, len(graph.inputs)))
-            graph = sharded.graph
+            graph = record(after_pass, "shard", sharded.graph)
             distribution = Distribution(system, mesh_obj, sharded, default_mesh=not mesh)
             t = stage("shard", t)
-        graph = canonicalize(graph)
-        graph = assign_precision(graph, options.precision, chip.mxu_dtype)
-        fused = fuse(graph)
+        fused = run_graph_passes(graph, graph_passes(options.precision, chip.mxu_dtype), after_pass)
+        graph = after_pass["assign_precision"]
         t = stage("fuse", t)
         vmem_budget = int(chip.vmem_bytes * options.vmem_fraction)
         timer = timer_for(chip)
@@ -457,7 +461,8 @@ class Lowered:
                 return p.peak_hbm_bytes, p.kernels.index(at) if at is not None else 0
 
             fused, remat = rematerialize(fused, peak_at, chip.device_hbm_bytes)
-            program = build(fused) if remat.values else program
+            if remat.values:
+                program = build(record(after_pass, "rematerialize", fused))
         allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name, remat.bytes if remat else 0)
         program.remat = remat
         if chip.cmem_mib is not None:  # v4: CMEM placements and async copies (timing only)
@@ -465,7 +470,7 @@ class Lowered:
         stage("allocate", t)
         seconds = sum(self.timings.values()) + time.perf_counter() - t0  # tracing and lowering included
         return Compiled(traced.jaxpr.name, chip, options.precision, traced.jaxpr, graph, fused, program, seconds,
-                        timings, distribution)
+                        timings, distribution, after_pass)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import math
 from tpusim.compiler.layout import padded_bytes
 from tpusim.compiler.tiling import mxu_hbm_traffic, plan_loop, plan_mxu
 from tpusim.ir.counts import Counts, op_counts
-from tpusim.ir.graph import Graph, Op, Value
+from tpusim.ir.graph import Fusion, Graph, Op, Value
 from tpusim.ir.opset import Category
 from tpusim.ir.primitives import category_of
 from tpusim.program.program import BlockSpec, Kernel, Program, Step
@@ -112,15 +112,15 @@ class ProgramBuilder:
         return name
 
     def kernel(self, op: Op) -> Kernel:
-        if op.prim == "fusion":
-            kind = op.params["kind"]
-            if kind in ("matmul", "conv"):
+        if isinstance(op, Fusion):
+            if op.kind in ("matmul", "conv"):
                 return self.mxu_kernel(op)
             return self.loop_kernel(op)
         return self.single_kernel(op)
 
-    def mxu_kernel(self, op: Op) -> Kernel:
-        anchor: Op = op.params["anchor"]
+    def mxu_kernel(self, op: Fusion) -> Kernel:
+        anchor = op.anchor
+        assert anchor is not None
         fused = op.subgraphs["fused"]
         lhs_v, rhs_v = (_kernel_source(v, fused, op.inputs) for v in anchor.inputs[:2])
         plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles, self.cores, (lhs_v, rhs_v), self.vpu_ratio)
@@ -168,7 +168,7 @@ class ProgramBuilder:
         for v, t in ((lhs_v, lhs_t), (rhs_v, rhs_t)):
             if t:
                 traffic[v.id] = traffic.get(v.id, 0) + t
-        return Kernel(self._name(op.params["kind"], op.scope), op.params["kind"], op, list(op.inputs), list(op.outputs),
+        return Kernel(self._name(op.kind, op.scope), op.kind, op, list(op.inputs), list(op.outputs),
                       plan.grid, ga, specs, steps, counts, hbm, op.where, plan, traffic=traffic)
 
     def loop_kernel(self, op: Op) -> Kernel:

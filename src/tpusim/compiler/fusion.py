@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from tpusim.ir.graph import Graph, Op, Value
+from tpusim.ir.graph import Fusion, Graph, Op, Value
 from tpusim.ir.opset import FUSIBLE, PER_ELEMENT, Category
 from tpusim.ir.primitives import PRIMITIVES, category_of, is_epilogue
 
@@ -571,22 +571,27 @@ def _live(groups: list[_Group], graph_outputs: list[Value]) -> list[_Group]:
 
 
 def _emit(groups: list[_Group], graph_outputs: list[Value]) -> list[Op]:
-    """Turn groups into ops; a fusion's outputs are the values read outside it."""
+    """Turn groups into ops; a fusion's outputs are the values read outside it. A value that
+    several kernels compute (a cheap producer recomputed by its readers) is written by the first
+    of them only: the others keep their copy on chip, and every later reader reads that one."""
     read_outside = _read_outside(groups)
     out_ids = {v.id for v in graph_outputs}
     result: list[Op] = []
+    exported: set[int] = set()
     for gi, g in enumerate(groups):
         if g.kind == "single":
             result.append(g.ops[0])
+            exported.update(o.id for o in g.ops[0].outputs)
             continue
         produced = [o for op in g.ops for o in op.outputs]
-        outs, seen = [], set()
+        outs, seen = [], set(exported)
         for o in produced:
             if o.id in seen:
                 continue
             seen.add(o.id)
             if (read_outside.get(o.id, set()) - {gi}) or o.id in out_ids:
                 outs.append(o)
+        exported.update(o.id for o in outs)
         ins, seen = [], set()
         for op in g.ops:
             for v in op.inputs:
@@ -596,5 +601,6 @@ def _emit(groups: list[_Group], graph_outputs: list[Value]) -> list[Op]:
         body = Graph(ins, outs, g.ops)
         anchor = g.anchor
         lead = anchor if anchor is not None else g.ops[-1]
-        result.append(Op("fusion", ins, outs, {"kind": g.kind, "anchor": anchor}, lead.where, None, {"fused": body}, lead.scope))
+        result.append(Fusion("fusion", ins, outs, {}, lead.where, None, {"fused": body}, lead.scope, kind=g.kind,
+                             anchor=anchor))
     return result

@@ -12,7 +12,7 @@ which the estimate then includes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from tpusim.ir.graph import Graph, Op, Value
@@ -78,17 +78,18 @@ def _with_recompute(reader: Op, v: Value, chain: list[Op]) -> Op:
     ins = [u for u in body.inputs if u.id != v.id]
     have = {u.id for u in ins}
     ins += [u for u in _frontier(chain) if u.id not in have]
-    new_body = Graph(ins, list(body.outputs), list(chain) + list(body.ops))
-    return Op(reader.prim, ins, list(reader.outputs), dict(reader.params), reader.where, reader.jax_prim,
-              {**reader.subgraphs, "fused": new_body}, reader.scope, reader.id)
+    made = {o.id for op in chain for o in op.outputs}  # the body may already recompute part of it
+    new_body = Graph(ins, list(body.outputs), list(chain) + [op for op in body.ops
+                                                             if not all(o.id in made for o in op.outputs)])
+    return replace(reader, inputs=ins, outputs=list(reader.outputs), subgraphs={**reader.subgraphs, "fused": new_body})
 
 
 def _without_output(producer: Op, v: Value) -> Op:
     body: Graph = producer.subgraphs["fused"]
     outs = [o for o in producer.outputs if o.id != v.id]
     new_body = Graph(list(body.inputs), [o for o in body.outputs if o.id != v.id], list(body.ops))
-    return Op(producer.prim, list(producer.inputs), outs, dict(producer.params), producer.where, producer.jax_prim,
-              {**producer.subgraphs, "fused": new_body}, producer.scope, producer.id)
+    return replace(producer, inputs=list(producer.inputs), outputs=outs,
+                   subgraphs={**producer.subgraphs, "fused": new_body})
 
 
 def rematerialize(graph: Graph, peak_at: Callable[[Graph], tuple[int, int]], capacity: int,

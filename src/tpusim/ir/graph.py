@@ -72,6 +72,16 @@ class Op:
         return f"{outs} = {self.prim}({ins})"
 
 
+@dataclass(eq=False, repr=False)
+class Fusion(Op):
+    """One kernel's worth of ops (made by compiler/fusion.py), in `subgraphs["fused"]`: a VPU
+    `loop` fusion, or a `matmul`/`conv` fusion built around its MXU `anchor` (prologue, product,
+    epilogue)."""
+
+    kind: str = "loop"
+    anchor: Op | None = None
+
+
 @dataclass(eq=False)
 class Graph:
     inputs: list[Value]

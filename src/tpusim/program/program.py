@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tpusim.ir.counts import Counts
-from tpusim.ir.graph import Graph, Op, Value
+from tpusim.ir.graph import Fusion, Graph, Op, Value
 
 KernelKind = Literal["matmul", "conv", "loop", "window", "gather", "random", "movement", "scan", "while", "cond",
                      "collective", "transfer"]
@@ -129,6 +129,11 @@ class Kernel:
     @property
     def fused(self) -> Graph | None:
         return self.op.subgraphs.get("fused")
+
+    @property
+    def anchor(self) -> Op | None:
+        """The matmul or conv a fused MXU kernel is built around."""
+        return self.op.anchor if isinstance(self.op, Fusion) else None
 
     def describe(self) -> str:
         grid = "x".join(str(g) for g in self.grid) or "1"

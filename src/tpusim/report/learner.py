@@ -35,7 +35,7 @@ def first_mxu_kernel(program: Program) -> tuple[int, Kernel] | None:
     for i, k in enumerate(program.kernels):
         if k.mxu is None or k.mxu.engine != "mxu" or k.kind not in ("matmul", "conv"):
             continue
-        anchor = k.op.params["anchor"]
+        anchor = k.anchor
         if anchor.prim == "dot_general" or (anchor.prim == "conv_general_dilated"
                                             and int(anchor.params["feature_group_count"]) == 1
                                             and int(anchor.params["batch_group_count"]) == 1):
@@ -99,7 +99,7 @@ def systolic_demo(program: Program, inputs: list[Any] | None = None, mxu_shape: 
     if inputs is None and any(v.dtype.kind not in "biuf" for v in program.inputs):
         return None  # a PRNG key or other opaque input: no stand-in values to run the program on
     index, kernel = found
-    anchor = kernel.op.params["anchor"]
+    anchor = kernel.anchor
     lhs, rhs, source = _operands(program, index, kernel, inputs)
     a_full, w_full = _as_matrices(anchor, lhs, rhs)
     rows_shown, K = a_full.shape  # a conv's: the first image's output pixels

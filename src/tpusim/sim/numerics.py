@@ -82,7 +82,8 @@ def _prologue(kernel: Kernel, env: Env) -> tuple[Op, list[Op], Env]:
     """(anchor, epilogue ops, values inside the kernel): the kernel's inputs and what its fused
     prologue makes of them, which the matmul and the epilogue read."""
     fused = kernel.fused
-    anchor: Op = kernel.op.params["anchor"]
+    anchor = kernel.anchor
+    assert anchor is not None
     pos = fused.ops.index(anchor)  # type: ignore[union-attr]
     pre, post = fused.ops[:pos], fused.ops[pos + 1:]  # type: ignore[union-attr]
     local: Env = {v.id: _read(env, v) for v in kernel.inputs}

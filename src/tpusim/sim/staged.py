@@ -79,7 +79,8 @@ def _mxu(kernel: Kernel, env: Env) -> None:
     """Prologue, MXU product (sim/mxu_jax.py) and epilogue."""
     fused = kernel.fused
     assert fused is not None and kernel.mxu is not None
-    anchor: Op = kernel.op.params["anchor"]
+    anchor = kernel.anchor
+    assert anchor is not None
     pos = fused.ops.index(anchor)
     local: Env = {v.id: _read(env, v) for v in kernel.inputs}
     _ops(fused.ops[:pos], local)
