@@ -245,12 +245,14 @@ class Compiled:
     # ---- printing --------------------------------------------------------------------------
     def as_text(self, stage: str = "program") -> str:
         """'jaxpr'; the IR after a named pass ('lowered', 'shard' on a slice, 'canonicalize',
-        'assign_precision', 'fuse'; 'ir' and 'fused' are the last two); or 'program'."""
+        'assign_precision', 'fuse', 'rematerialize' when it ran; 'ir': after precision, 'fused':
+        the final fused graph); or 'program'."""
         if stage == "jaxpr":
             return str(self.traced.closed_jaxpr)
         if stage == "program":
             return self.program.describe()
-        graph = self.after_pass.get({"ir": "assign_precision", "fused": "fuse"}.get(stage, stage))
+        fused = "rematerialize" if "rematerialize" in self.after_pass else "fuse"
+        graph = self.after_pass.get({"ir": "assign_precision", "fused": fused}.get(stage, stage))
         if graph is None:
             names = ", ".join(f"'{n}'" for n in ("jaxpr", *self.after_pass, "program"))
             raise TpusimError(f"unknown stage '{stage}': use one of {names}")
