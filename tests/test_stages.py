@@ -119,6 +119,9 @@ def test_ir_after_each_named_pass_is_kept_and_dumped_on_request(monkeypatch, cap
     assert "// tpusim IR after canonicalize" in dumped and "// tpusim IR after fuse" not in dumped
     with pytest.raises(TpusimError, match="'assign_precision'"):
         compiled.as_text("no_such_pass")
+    monkeypatch.setenv("TPUSIM_DUMP_IR_AFTER", "fusion")  # a misspelt pass name says so
+    with pytest.raises(TpusimError, match="names no pass.*fuse"):
+        tpusim.compile(fn, jnp.ones((8, 128)))
 
 
 def test_the_verifier_names_the_pass_that_broke_the_ir():

@@ -1,7 +1,7 @@
 """Canonicalization: drop ops that do nothing (each primitive's entry says when: same-shape
-reshapes, same-type converts, stop_gradient, optimization barriers) and ops whose results nobody uses, and fold a zero pad
-into the convolution that reads it (XLA's algebraic simplifier does), so later passes see only
-real work."""
+reshapes, same-type converts, stop_gradient, optimization barriers) and ops whose results
+nobody uses, and fold a zero pad into the convolution that reads it (XLA's algebraic
+simplifier does), so later passes see only real work."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from typing import Callable
 from tpusim.compiler.canonicalize import canonicalize
 from tpusim.compiler.fusion import fuse
 from tpusim.compiler.precision import assign_precision
+from tpusim.errors import TpusimError
 from tpusim.ir.graph import Graph
 from tpusim.ir.verify import verify_graph
 
@@ -39,15 +40,28 @@ def graph_passes(precision: str, mxu_dtype: str) -> tuple[GraphPass, ...]:
     )
 
 
+PASS_NAMES = ("lowered", "shard", "canonicalize", "assign_precision", "fuse", "rematerialize")
+
+
 def verifying() -> bool:
     return os.environ.get("TPUSIM_VERIFY_IR", "") not in ("", "0")
+
+
+def _dump_names() -> set[str]:
+    """The passes TPUSIM_DUMP_IR_AFTER names; a misspelt one is an error, not a silent no-dump."""
+    names = {s.strip() for s in os.environ.get("TPUSIM_DUMP_IR_AFTER", "").split(",") if s.strip()}
+    unknown = names - set(PASS_NAMES) - {"all"}
+    if unknown:
+        raise TpusimError(f"TPUSIM_DUMP_IR_AFTER names no pass {sorted(unknown)}: use 'all' or any of "
+                          f"{', '.join(PASS_NAMES)}")
+    return names
 
 
 def record(after: dict[str, Graph], name: str, graph: Graph) -> Graph:
     """Keep `graph` as the IR after pass `name`: verify it if asked, dump it if asked."""
     if verifying():
         verify_graph(graph, after=name)
-    dump = {s.strip() for s in os.environ.get("TPUSIM_DUMP_IR_AFTER", "").split(",") if s.strip()}
+    dump = _dump_names()
     if name in dump or "all" in dump:
         print(f"// tpusim IR after {name}\n{graph.pretty()}", file=sys.stderr)
     after[name] = graph

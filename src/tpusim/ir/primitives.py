@@ -134,16 +134,19 @@ def _generic_reduce(op: Op) -> Work:
     return Work(float(combines * max(1, len(getattr(getattr(body, "jaxpr", body), "eqns", ()) or ()))))
 
 
+def _window_size(op: Op) -> int:
+    dims = op.params.get("window_dimensions")
+    return math.prod(dims) if dims else 1
+
+
 def _window(op: Op) -> Work:
     """(window - 1) combines per result element."""
-    dims = op.params.get("window_dimensions")
-    return Work(_out_elems(op) * max(0, (math.prod(dims) if dims else 1) - 1))
+    return Work(_out_elems(op) * max(0, _window_size(op) - 1))
 
 
 def _select_in_window(op: Op) -> Work:
     """A max-pool's gradient: one compare-and-select per input element per window tap."""
-    dims = op.params.get("window_dimensions")
-    return Work(float(op.inputs[0].size * (math.prod(dims) if dims else 1)))
+    return Work(float(op.inputs[0].size * _window_size(op)))
 
 
 def _cumulative(op: Op) -> Work:
