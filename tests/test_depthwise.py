@@ -105,7 +105,11 @@ def test_a_grouped_conv_packs_its_groups_into_weight_tiles():
     kernel, t = _conv_kernel_time(grouped)
     assert kernel.mxu.engine == "mxu" and kernel.mxu.groups_per_tile == 8 and kernel.mxu.batch == 1
     dense = tpusim.compile(_conv(1), x, jax.ShapeDtypeStruct((3, 3, 128, 128), jnp.float32), device="v5e")
-    assert t.mxu_s <= _conv_kernel_time(dense)[1].mxu_s
+    dense_kernel, dense_t = _conv_kernel_time(dense)
+    # the same array work as the dense conv of the full width (the tiles may differ: each is
+    # cut where the device model times it fastest)
+    assert kernel.mxu.issued_flops <= dense_kernel.mxu.issued_flops
+    assert t.mxu_s <= 1.1 * dense_t.mxu_s
     np.testing.assert_allclose(grouped.run(x, w), _conv(8)(x, w), rtol=2e-2, atol=2e-2 * 8)
 
 

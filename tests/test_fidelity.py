@@ -176,12 +176,53 @@ def test_float16_conversion_follows_the_tiles_that_feed_the_mxu():
         c = tpusim.compile(*_mm(1024, 1024, 1024, dtype), device="v4", tiles=tiles)
         k = next(k for k in c.kernels if k.mxu is not None)
         timer = timer_for(tpusim.resolve_device("v4"))
-        return timer.f16_convert_seconds(k.mxu, 2), timer.mxu_seconds(k, 2)
+        return timer.f16_convert_seconds(k.mxu, 2), timer.mxu_seconds(k.mxu, 2)
 
     wide, _ = mxu_parts(jnp.float16, (1024, 1024, 512))
     narrow, _ = mxu_parts(jnp.float16, (1024, 1024, 128))
     assert narrow > 2 * wide > 0
     assert mxu_parts(jnp.bfloat16, (1024, 1024, 128))[0] == 0.0
+
+
+@pytest.mark.parametrize("device,shape", [("v6e", (2048, 2048, 2048)), ("v4", (1024, 1024, 1024)),
+                                          ("tpu7x", (4096, 128, 4096)), ("v5e", (32, 4096, 4096))])
+def test_the_tiler_keeps_the_blocks_the_device_model_times_fastest(device, shape):
+    """Tile choice asks the timing model (`matmul_seconds`): no block shape forced by hand is
+    faster in that model than the one the compiler picked, and on a chip without CMEM the
+    kernel is then timed at exactly what the tiler was told."""
+    from tpusim.sim.estimate import timer_for
+
+    timer = timer_for(tpusim.resolve_device(device))
+
+    def plan_time(tiles):
+        c = tpusim.compile(*_mm(*shape), device=device, tiles=tiles)
+        k = next(k for k in c.kernels if k.mxu is not None)
+        return timer.matmul_seconds(k.mxu, k.hbm_bytes), k
+
+    chosen, kernel = plan_time(None)
+    for tiles in [(16, 128, 128), (512, 512, 512), (256, 2048, 256), shape, (shape[0], 256, shape[2])]:
+        assert plan_time(tiles)[0] >= chosen * (1 - 1e-9), tiles
+    if device != "v4":
+        assert timer.time_kernel(kernel).time_s == pytest.approx(chosen, rel=1e-9)
+
+
+def test_a_matmul_pipeline_fills_with_its_first_blocks():
+    """Several grid steps overlap DMA and MXU, but the MXU waits for the first operand blocks and
+    the last output block leaves after it: a K-split GEMM costs at least its steady engine time
+    plus those blocks' DMA, and one step costs DMA plus MXU in full."""
+    from tpusim.sim.estimate import timer_for
+
+    timer = timer_for(tpusim.resolve_device("v6e"))
+    c = tpusim.compile(*_mm(2048, 2048, 2048), device="v6e", tiles=(2048, 256, 2048))
+    k = next(k for k in c.kernels if k.mxu is not None)
+    t = timer.time_kernel(k)
+    first = (2048 * 256 + 256 * 2048) * 2 + 2048 * 2048 * 2
+    assert k.mxu.first_step_bytes == first
+    assert t.time_s >= max(t.mxu_s, t.dma_s) + timer.dma_seconds(first)
+    one = timer.time_kernel(next(k for k in tpusim.compile(*_mm(2048, 2048, 2048), device="v6e",
+                                                          tiles=(2048, 2048, 2048)).kernels if k.mxu is not None))
+    assert one.time_s == pytest.approx(one.overhead_s + max(one.mxu_s, one.dma_s), rel=1e-9)
+    assert one.overhead_s >= min(one.mxu_s, one.dma_s)
 
 
 def test_calibration_file_is_the_fit_on_its_stated_subsets():

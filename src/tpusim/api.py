@@ -448,7 +448,7 @@ class Lowered:
 
         def build(g: Graph) -> Program:
             p = emit_program(g, chip.mxu_shape, vmem_budget, tiles, chip.cores_per_device, vpu_ratio, on_chip,
-                             on_chip_shapes)
+                             on_chip_shapes, timer.matmul_seconds)
             p.donated = {p.inputs[i].id for i in traced.donated}
             return allocate(p)
 
@@ -468,7 +468,7 @@ class Lowered:
         allocate(program, chip.device_hbm_bytes if check_memory else None, chip.name, remat.bytes if remat else 0)
         program.remat = remat
         if chip.cmem_mib is not None:  # v4: CMEM placements and async copies (timing only)
-            assign_cmem(program, int(chip.cmem_mib.value * 2**20), timer_for(chip).hbm_pressure)
+            assign_cmem(program, int(chip.cmem_mib.value * 2**20), timer.hbm_pressure)
         stage("allocate", t)
         seconds = sum(self.timings.values()) + time.perf_counter() - t0  # tracing and lowering included
         return Compiled(traced.jaxpr.name, chip, options.precision, traced.jaxpr, graph, fused, program, seconds,

@@ -4,6 +4,7 @@ work and post-fusion HBM traffic."""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from tpusim.compiler.layout import padded_bytes
 from tpusim.compiler.tiling import mxu_hbm_traffic, plan_loop, plan_mxu
@@ -11,7 +12,10 @@ from tpusim.ir.counts import Counts, op_counts
 from tpusim.ir.graph import Fusion, Graph, Op, Value
 from tpusim.ir.opset import Category
 from tpusim.ir.primitives import category_of
-from tpusim.program.program import BlockSpec, Kernel, Program, Step
+from tpusim.program.program import BlockSpec, Kernel, MxuPlan, Program, Step
+
+# (candidate plan, its kernel's HBM bytes) -> seconds on the target device.
+MatmulCost = Callable[[MxuPlan, int], float]
 
 
 def _hbm(values: list[Value]) -> int:
@@ -48,8 +52,11 @@ def _is_fusion(fused: Graph) -> bool:
 class ProgramBuilder:
     def __init__(self, mxu_shape: tuple[int, int], vmem_budget: int, tiles: tuple[int, int, int] | None = None,
                  cores: int = 1, vpu_ratio: float | None = None, on_chip_bytes: int = 0,
-                 on_chip_shapes: frozenset[tuple[int, ...]] = frozenset()) -> None:
+                 on_chip_shapes: frozenset[tuple[int, ...]] = frozenset(),
+                 matmul_cost: MatmulCost | None = None) -> None:
         self.vpu_ratio = vpu_ratio
+        # The device model's time of a matmul kernel for a candidate tiling (see plan_mxu).
+        self.matmul_cost = matmul_cost
         # Fused attention keeps its score matrices (these shapes, from compiler.attention) in VMEM.
         self.on_chip_shapes = on_chip_shapes
         # TPU v1 keeps activations in its Unified Buffer: intermediate values up to this size
@@ -123,21 +130,31 @@ class ProgramBuilder:
         assert anchor is not None
         fused = op.subgraphs["fused"]
         lhs_v, rhs_v = (_kernel_source(v, fused, op.inputs) for v in anchor.inputs[:2])
-        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles, self.cores, (lhs_v, rhs_v), self.vpu_ratio)
-        lhs_t, rhs_t, _ = mxu_hbm_traffic(anchor, plan, (lhs_v, rhs_v))
         anchor_ids = {lhs_v.id, rhs_v.id}
         extra_in = [v for v in op.inputs if v.id not in anchor_ids]
         # What leaves the kernel is the fusion's outputs (the epilogue's result, not the raw
         # product it consumed in VMEM), each written once.
         side = self._hbm(extra_in) + self._hbm(list(op.outputs))
         side -= min(side, self._in_place_saving(fused.ops, list(op.inputs), list(op.outputs)))
-        if self.resident(lhs_v):
-            lhs_t = 0
-        if self.resident(rhs_v):
-            rhs_t = 0
-        if plan.precision == "int8":  # int8 operands are stored as int8 (weights quantized once)
-            lhs_t = lhs_t // max(1, lhs_v.dtype.itemsize)
-            rhs_t = rhs_t // max(1, rhs_v.dtype.itemsize)
+
+        def operand_traffic(plan: MxuPlan) -> tuple[int, int]:
+            lhs_t, rhs_t, _ = mxu_hbm_traffic(anchor, plan, (lhs_v, rhs_v))
+            if self.resident(lhs_v):
+                lhs_t = 0
+            if self.resident(rhs_v):
+                rhs_t = 0
+            if plan.precision == "int8":  # int8 operands are stored as int8 (weights quantized once)
+                lhs_t = lhs_t // max(1, lhs_v.dtype.itemsize)
+                rhs_t = rhs_t // max(1, rhs_v.dtype.itemsize)
+            return lhs_t, rhs_t
+
+        cost = None
+        if self.matmul_cost is not None:
+            matmul_cost = self.matmul_cost
+            cost = lambda p: matmul_cost(p, sum(operand_traffic(p)) + side)  # noqa: E731
+        plan = plan_mxu(anchor, self.mxu_shape, self.vmem_budget, self.tiles, self.cores, (lhs_v, rhs_v), self.vpu_ratio,
+                        cost=cost)
+        lhs_t, rhs_t = operand_traffic(plan)
         ga = ("m", "n", "k")
         specs = [
             BlockSpec(lhs_v, (plan.tm, plan.tk), ("m", "k")),
@@ -211,7 +228,8 @@ class ProgramBuilder:
             kind = op.prim
             for name, g in op.subgraphs.items():
                 bodies[name] = ProgramBuilder(self.mxu_shape, self.vmem_budget, self.tiles, self.cores,
-                                              self.vpu_ratio, self.on_chip_bytes, self.on_chip_shapes).build(g)
+                                              self.vpu_ratio, self.on_chip_bytes, self.on_chip_shapes,
+                                              self.matmul_cost).build(g)
             hbm = sum(k.hbm_bytes for b in bodies.values() for k in b.kernels) * int(op.params.get("trip_count") or 1)
             grid: tuple[int, ...] = (int(op.params.get("trip_count") or 1),)
             axes: tuple[str, ...] = ("iteration",)
@@ -244,10 +262,14 @@ class ProgramBuilder:
 
 def emit_program(graph: Graph, mxu_shape: tuple[int, int], vmem_budget: int,
                  tiles: tuple[int, int, int] | None = None, cores: int = 1, vpu_ratio: float | None = None,
-                 on_chip_bytes: int = 0, on_chip_shapes: frozenset[tuple[int, ...]] = frozenset()) -> Program:
+                 on_chip_bytes: int = 0, on_chip_shapes: frozenset[tuple[int, ...]] = frozenset(),
+                 matmul_cost: MatmulCost | None = None) -> Program:
     """`vpu_ratio`: the chip's MXU FLOP/s over its VPU operations/s (see plan_mxu);
     `on_chip_bytes`: the activation buffer of a chip that keeps activations on chip (v1);
-    `on_chip_shapes`: value shapes kept in VMEM (fused attention's score matrices)."""
-    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores, vpu_ratio, on_chip_bytes, on_chip_shapes).build(graph)
+    `on_chip_shapes`: value shapes kept in VMEM (fused attention's score matrices);
+    `matmul_cost`: the device model's time of a matmul kernel, (plan, HBM bytes) -> seconds,
+    which picks each matmul's tiles (`DeviceTimer.matmul_seconds`)."""
+    return ProgramBuilder(mxu_shape, vmem_budget, tiles, cores, vpu_ratio, on_chip_bytes, on_chip_shapes,
+                          matmul_cost).build(graph)
 
 

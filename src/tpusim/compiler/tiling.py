@@ -3,14 +3,17 @@
 The MXU is an R x C weight-stationary array: K (the contracted dim) maps to its rows and N to
 its columns, so both are padded up to whole arrays; M streams through and pads only to the
 sublane tile of the (8,128) layout. Among block sizes (tm, tk, tn) whose double-buffered
-operands and f32 accumulator fit the VMEM budget, the plan with the least HBM traffic wins
-(ties: fewer grid steps). On megacore chips a plan first gives every TensorCore a block of
-its own (M or N blocks), as XLA's megacore partitioning does.
+operands and f32 accumulator fit the VMEM budget, the plan the device model times fastest wins:
+it weighs the HBM re-reads of small blocks against the MXU's per-block weight loads and the
+grid's per-step cost, and on megacore chips whether every TensorCore gets a block (M or N
+blocks), as XLA's megacore partitioning does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -134,14 +137,18 @@ def _pack_groups(batch: int, K: int, N: int, rows: int, cols: int) -> tuple[int,
 def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
              tiles: tuple[int, int, int] | None = None, cores: int = 1,
              sources: tuple[Value, Value] | None = None, vpu_ratio: float | None = None,
-             on_vpu: bool = True) -> MxuPlan:
+             on_vpu: bool = True, cost: Callable[[MxuPlan], float] | None = None) -> MxuPlan:
     """Block sizes for one matmul/conv op (its precision must already be assigned).
     `tiles=(tm, tk, tn)` forces the block shape, like a hand-written Pallas kernel's BlockSpecs
     (clipped to the padded problem). `sources` are the HBM arrays the operands are made from
     when a prologue (a convert, a softmax's normalization) is fused in; by default the operands.
     `vpu_ratio` (the chip's MXU FLOP/s over its VPU operations/s) lets a depthwise conv take the
     MXU, its groups packed block-diagonally, where that issues less work than the VPU would
-    (few channels and many taps); without it depthwise convs always run on the VPU."""
+    (few channels and many taps); without it depthwise convs always run on the VPU.
+    `cost` is the device model's time of the kernel a candidate plan makes (its MXU work, DMA
+    traffic and grid steps: `DeviceTimer.matmul_seconds`): the fastest plan wins, as XLA's tiler
+    asks its cost model. Without one, the plan with the least HBM traffic wins (ties: a block per
+    TensorCore first, then fewer grid steps)."""
     precision = op.params.get("mxu_precision", "bf16")
     passes = PASSES[precision]
     rows, cols = mxu_shape
@@ -159,7 +166,7 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
         plan = _plan_depthwise(op, plan, vmem_budget, sources, cores)
         if vpu_ratio is None:
             return plan
-        packed = plan_mxu(op, mxu_shape, vmem_budget, None, cores, sources, None, on_vpu=False)
+        packed = plan_mxu(op, mxu_shape, vmem_budget, None, cores, sources, None, on_vpu=False, cost=cost)
         vpu_ops = plan.useful_flops * plan.lanes / max(1, plan.batch * plan.N)
         return plan if vpu_ops <= packed.issued_flops / vpu_ratio else packed
     if op.prim == "conv_general_dilated":
@@ -172,7 +179,7 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
         K, taps = K * taps, 1
     Mp, Kp, Np = round_up(max(M, 1), sub), round_up(max(K, 1), rows), round_up(max(N, 1), cols)
     plan = MxuPlan(precision, passes, batch, M, K, N, taps, Mp, Kp, Np, sub, rows, cols, 0, in_itemsize, out_itemsize,
-                   operand_type(op), groups_per_tile=per_tile)
+                   operand_type(op), groups_per_tile=per_tile, dma_itemsize=dma_itemsize)
     lhs_hbm, rhs_hbm, out_hbm = _operand_hbm_bytes(op, sources)
     if tiles is not None:
         tm, tk, tn = (max(1, int(t)) for t in tiles)
@@ -186,10 +193,13 @@ def plan_mxu(op: Op, mxu_shape: tuple[int, int], vmem_budget: int,
                 need = mxu_block_vmem(tm, tk, tn, dma_itemsize, out_itemsize)
                 if need > vmem_budget and (tm, tk, tn) != (sub, rows, cols):
                     continue
-                traffic = lhs_hbm * _cdiv(Np, tn) + rhs_hbm * _cdiv(Mp, tm) + out_hbm
-                parallel = batch * _cdiv(Mp, tm) * _cdiv(Np, tn)
                 steps = _cdiv(Mp, tm) * _cdiv(Np, tn) * _cdiv(Kp, tk)
-                key = (-min(parallel, cores), traffic, steps, -tm)
+                if cost is not None:
+                    key: tuple[float, ...] = (cost(dataclasses.replace(plan, tm=tm, tk=tk, tn=tn, vmem_bytes=need)), steps, -tm)
+                else:
+                    traffic = lhs_hbm * _cdiv(Np, tn) + rhs_hbm * _cdiv(Mp, tm) + out_hbm
+                    parallel = batch * _cdiv(Mp, tm) * _cdiv(Np, tn)
+                    key = (-min(parallel, cores), traffic, steps, -tm)
                 if best is None or key < best[0]:
                     best = (key, tm, tk, tn, need)
     assert best is not None

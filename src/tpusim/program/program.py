@@ -67,6 +67,13 @@ class MxuPlan:
     engine: str = "mxu"
     groups_per_tile: int = 1  # grouped convs: groups packed block-diagonally into one weight tile
     lanes: int = 128  # engine "vpu": channels as the padded vregs hold them (idle lanes included)
+    dma_itemsize: int = 0  # bytes per operand element as DMA'd from HBM (an f32 source converted in VMEM: 4); 0: in_itemsize
+
+    @property
+    def first_step_bytes(self) -> int:
+        """What the pipeline moves before the MXU can start and after it stops: the first
+        step's operand blocks and the last step's output block."""
+        return (self.tm * self.tk + self.tk * self.tn) * (self.dma_itemsize or self.in_itemsize) + self.tm * self.tn * self.out_itemsize
 
     @property
     def grid(self) -> tuple[int, int, int]:

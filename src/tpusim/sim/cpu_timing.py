@@ -4,13 +4,18 @@ directly with JAX; this model exists to place a CPU next to accelerators in one 
 
 from __future__ import annotations
 
-from tpusim.program.program import Kernel
+from tpusim.program.program import Kernel, MxuPlan
 from tpusim.sim.device_timer import Bound, DeviceTimer, KernelTime
 
 
 class CpuTimer(DeviceTimer):
     matrix_unit = "matrix engine"
     vector_unit = "vector units"
+
+    def matmul_seconds(self, plan: MxuPlan, hbm_bytes: float, megacore: bool = True) -> float:
+        """The roofline below, for a matmul of this plan."""
+        compute = plan.useful_flops / self.peak_flops if self.peak_flops else 0.0
+        return self.cal.kernel_floor_s + max(compute, self.dma_seconds(hbm_bytes))
 
     def time_compute_kernel(self, kernel: Kernel) -> KernelTime:
         c = kernel.counts

@@ -93,6 +93,12 @@ class GpuTimer(DeviceTimer):
         assert best is not None
         return best
 
+    def matmul_seconds(self, plan: MxuPlan, hbm_bytes: float, megacore: bool = True) -> float:
+        """The GEMM's time as timed below: its own best tile over the SMs, or its HBM stream."""
+        if plan.engine != "mxu":
+            return self.cal.kernel_floor_s + self.dma_seconds(hbm_bytes)
+        return self.cal.kernel_floor_s + max(self.gemm_seconds(plan)[0], self.dma_seconds(hbm_bytes))
+
     def time_compute_kernel(self, kernel: Kernel) -> KernelTime:
         c = kernel.counts
         tensor_s, rate, mxu_flops = 0.0, "", 0.0

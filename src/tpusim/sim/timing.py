@@ -4,8 +4,12 @@ Per kernel, three engines work in a double-buffered pipeline — DMA (HBM <-> VM
 the VPU — so a kernel of several grid steps costs the slowest of them plus one step's worth of
 pipeline fill and drain; a kernel of one step cannot overlap them (in, compute, out):
 
-    time = floor + (steps - 1) x grid_step + (max(mxu, vpu, dma) + dma / steps   if steps > 1
-                                              dma + max(mxu, vpu)                 if steps == 1)
+    time = floor + (steps - 1) x grid_step + (max(mxu, vpu, dma) + fill   if steps > 1
+                                              dma + max(mxu, vpu)          if steps == 1)
+
+where fill is a matmul's first operand blocks in and last output block out (a loop kernel's:
+one step's share of its DMA). The compiler's tiling pass asks this same model
+(`matmul_seconds`) for the time of every candidate block shape and keeps the fastest.
 
 - Cores: on megacore chips (v4, v5p) a kernel spreads over both TensorCores only when its grid
   has independent blocks for each (M/N blocks of a matmul, blocks of a loop kernel); a
@@ -101,12 +105,11 @@ class TensorCoreTimer(DeviceTimer):
             return self.chip.matmul_rate(plan.operand_type)
         return 1.0, f"{self.chip.mxu_dtype} peak"
 
-    def mxu_seconds(self, kernel: Kernel, cores: int | None = None) -> float:
+    def mxu_seconds(self, plan: MxuPlan, cores: int | None = None) -> float:
         """Fold schedule on the cores' MXUs. A faster operand type (int8/fp8 at 2x) scales the
         folds streamed; the sustained fraction of peak (calibrated) scales the whole. (f16 on a
         bf16-only array pays its conversion apart: `f16_convert_seconds`.)"""
-        p = kernel.mxu
-        assert p is not None
+        p = plan
         mxus = self.mxus_per_core * (cores or self.cores)
         m_blocks = p.grid[0]
         # A last partial block along K or N is masked, not padded to a whole block: the array
@@ -160,27 +163,32 @@ class TensorCoreTimer(DeviceTimer):
     def cores_used(self, kernel: Kernel) -> int:
         """Megacore: a kernel occupies both TensorCores only if the compiler partitions it and its
         grid has a block for each."""
+        if kernel.mxu is not None:
+            return self._mxu_cores(kernel.mxu, kernel.megacore)
         if self.cores == 1 or not kernel.megacore:
             return 1
-        if kernel.mxu is not None:
-            m_blocks, n_blocks, _ = kernel.mxu.grid
-            parallel = kernel.mxu.batch * m_blocks * n_blocks
-        else:
-            parallel = math.prod(kernel.grid)
-        return max(1, min(self.cores, parallel))
+        return max(1, min(self.cores, math.prod(kernel.grid)))
+
+    def _mxu_cores(self, plan: MxuPlan, megacore: bool = True) -> int:
+        if self.cores == 1 or not megacore:
+            return 1
+        m_blocks, n_blocks, _ = plan.grid
+        return max(1, min(self.cores, plan.batch * m_blocks * n_blocks))
 
     @staticmethod
     def steps_per_core(kernel: Kernel, cores: int) -> int:
         """Grid steps one TensorCore runs: megacore hands each core its own share of the
         parallel blocks (M/N blocks of a matmul, blocks of a loop kernel), and each core
         pipelines only its share."""
-        steps = max(1, math.prod(kernel.grid))
-        if cores == 1:
-            return steps
         if kernel.mxu is not None:
-            m_blocks, n_blocks, k_steps = kernel.mxu.grid
-            return math.ceil(m_blocks * n_blocks / cores) * k_steps
-        return math.ceil(steps / cores)
+            return TensorCoreTimer._mxu_steps(kernel.mxu, cores)
+        steps = max(1, math.prod(kernel.grid))
+        return steps if cores == 1 else math.ceil(steps / cores)
+
+    @staticmethod
+    def _mxu_steps(plan: MxuPlan, cores: int) -> int:
+        m_blocks, n_blocks, k_steps = plan.grid
+        return max(1, math.ceil(m_blocks * n_blocks / cores) * k_steps)
 
     # ---- kernels -------------------------------------------------------------------------
     def hbm_pressure(self, kernel: Kernel) -> HbmPressure:
@@ -197,11 +205,48 @@ class TensorCoreTimer(DeviceTimer):
     def matrix_units(self) -> int:
         return self.mxus
 
+    def _pipelined(self, mxu_s: float, vpu_s: float, dma_s: float, steps: int, streaming: bool,
+                   fill_s: float | None = None) -> tuple[float, float]:
+        """(overhead, steady) of a kernel whose engines take these times over `steps` grid steps
+        per core: double-buffered, the slowest engine sets the pace and the pipe fills and
+        drains (`fill_s`: a matmul's first operand blocks in and last output block out; by
+        default one step's share of the DMA); in one step, in -> compute -> out run one after
+        the other. A streaming kernel (a loop fusion, a depthwise conv) issues the next block's
+        DMA while one is in flight, so its per-step cost hides behind the stream."""
+        steady = max(mxu_s, vpu_s, dma_s)
+        if steps > 1:
+            fill = min(dma_s, dma_s / steps if fill_s is None else fill_s)
+        else:
+            fill = dma_s + max(mxu_s, vpu_s) - steady
+        step_s = (steps - 1) * self.k.grid_step_s  # step 1 is in the floor
+        if streaming:
+            step_s = max(0.0, step_s - steady)
+        return self.cal.kernel_floor_s + fill + step_s, steady
+
+    def _fill_seconds(self, plan: MxuPlan, cores: int) -> float:
+        """A matmul pipeline's fill and drain: each core's first operand blocks in and its last
+        output block out, at that core's DMA rate."""
+        return self.dma_seconds(plan.first_step_bytes * cores, cores)
+
+    def matmul_seconds(self, plan: MxuPlan, hbm_bytes: float, megacore: bool = True) -> float:
+        """Device time of an MXU kernel cut as `plan` that moves `hbm_bytes` (its epilogue's
+        vector work aside): what the tiling pass asks of each candidate block shape, so the
+        tiles it picks are those this model says run fastest, as XLA's tiler asks its own cost
+        model."""
+        cores = self._mxu_cores(plan, megacore)
+        mxu_s = self.mxu_seconds(plan, cores) + self.f16_convert_seconds(plan, cores)
+        overhead, steady = self._pipelined(mxu_s, 0.0, self.dma_seconds(hbm_bytes, cores),
+                                           self._mxu_steps(plan, cores), False, self._fill_seconds(plan, cores))
+        return overhead + steady
+
     def time_compute_kernel(self, kernel: Kernel) -> KernelTime:
         c = kernel.counts
         cores = self.cores_used(kernel)
         on_mxu = kernel.mxu is not None and kernel.mxu.engine == "mxu"
-        mxu_s = self.mxu_seconds(kernel, cores) + self.f16_convert_seconds(kernel.mxu, cores) if on_mxu else 0.0
+        mxu_s = 0.0
+        if on_mxu:
+            p = kernel.mxu
+            mxu_s = self.mxu_seconds(p, cores) + self.f16_convert_seconds(p, cores)  # type: ignore[arg-type]
         mxu_flops = float(kernel.mxu.useful_flops) if on_mxu else 0.0  # type: ignore[union-attr]
         rate = self.mxu_rate(kernel.mxu)[1] if on_mxu else ""  # type: ignore[arg-type]
         vpu_flops = c.flops - mxu_flops
@@ -216,18 +261,9 @@ class TensorCoreTimer(DeviceTimer):
         elif kernel.kind == "loop":
             vpu_s += self.lane_reduce_seconds(kernel, cores)
         dma_s = max(self.dma_seconds(kernel.hbm_bytes, cores), self.cmem_seconds(kernel, cores))
-        steps = self.steps_per_core(kernel, cores)
-        steady = max(mxu_s, vpu_s, dma_s)
-        if steps > 1:  # double-buffered: engines overlap; one step's DMA fills and drains the pipe
-            fill = dma_s / steps
-        else:  # one block: in, compute, out, one after the other
-            fill = dma_s + max(mxu_s, vpu_s) - steady
-        step_s = (steps - 1) * self.k.grid_step_s  # step 1 is in the floor
-        if kernel.kind == "loop" or not on_mxu and kernel.mxu is not None:
-            # a streaming loop (or a depthwise conv, streamed the same way) issues the next
-            # block's DMA while one is in flight
-            step_s = max(0.0, step_s - steady)
-        overhead = self.cal.kernel_floor_s + fill + step_s
+        streaming = kernel.kind == "loop" or (not on_mxu and kernel.mxu is not None)
+        fill_s = self._fill_seconds(kernel.mxu, cores) if on_mxu else None  # type: ignore[arg-type]
+        overhead, steady = self._pipelined(mxu_s, vpu_s, dma_s, self.steps_per_core(kernel, cores), streaming, fill_s)
         total = overhead + steady
         if overhead > steady:
             bound: Bound = "overhead"
@@ -239,4 +275,3 @@ class TensorCoreTimer(DeviceTimer):
             bound = "vector"
         return KernelTime(kernel.name, kernel.kind, total, c.flops, float(kernel.hbm_bytes + kernel.async_copy_bytes), bound,
                           mxu_s, vpu_s, dma_s, overhead, mxu_flops=mxu_flops, where=kernel.where, rate=rate, cores=cores)
-
