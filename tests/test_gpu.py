@@ -191,3 +191,18 @@ def test_h100_programs_timed_by_this_project_are_held_out_checks():
     assert len(steps) >= 8 and len(mid) >= 10 and not any(kernels.fit_role(r) for r in steps + mid)
     assert median(abs(r.error) for r in kernels.evaluate(steps)) <= 0.10
     assert median(abs(r.error) for r in kernels.evaluate(mid)) <= 0.15
+
+
+def test_h100_normalizations_and_plain_attention_follow_xla_gpu_fusion():
+    """Held-out rows (nothing is fitted on them) that only XLA:GPU's own fusion rules explain:
+    softmax, layer norm and RMS norm over rows that fit the registers take one pass over HBM,
+    longer rows three; a causal mask's select is stored in f32 before the softmax kernel."""
+    from tpusim.validation import kernels
+
+    rows = [r for r in kernels.measured_rows() if r.family in ("h100 reduction (JAX)", "h100 attention xla (JAX)")
+            and r.measured_s > 20e-6]
+    assert len(rows) >= 25 and not any(kernels.fit_role(r) for r in rows)
+    errors = {r.row.id: r.error for r in kernels.evaluate(rows)}
+    assert median(abs(e) for e in errors.values()) <= 0.12
+    norms = [e for i, e in errors.items() if "norm" in i or "softmax" in i]
+    assert max(abs(e) for e in norms) <= 0.2

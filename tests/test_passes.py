@@ -165,6 +165,53 @@ def test_softmax_splits_at_reductions():
     assert kinds(g) == ["loop", "loop", "loop"]  # max | sub, exp, sum | divide
 
 
+def test_gpu_normalization_is_one_kernel_when_its_rows_fit_the_registers():
+    """XLA:GPU's Triton softmax keeps a row in registers (0.4 x 64K per block): softmax over
+    4096 columns is one kernel reading its input once; over 32768 columns it splits as on a TPU."""
+    from tpusim.sim.gpu_timing import XLA_GPU
+
+    short = fuse(ir(lambda x: jax.nn.softmax(x), jnp.ones((64, 4096))), XLA_GPU)
+    assert kinds(short) == ["loop"] and [v.shape for v in short.ops[0].inputs] == [(64, 4096)]
+    long = fuse(ir(lambda x: jax.nn.softmax(x), jnp.ones((8, 32768))), XLA_GPU)
+    assert kinds(long) == ["loop", "loop", "loop"]
+
+
+def test_gpu_normalization_reads_a_masking_select_stored():
+    """A causal mask's select is no op XLA:GPU's normalization fusion takes in front of its rows:
+    a kernel of its own writes the masked f32 scores, which the softmax kernel reads."""
+    from tpusim.sim.gpu_timing import XLA_GPU
+
+    def masked_softmax(s):
+        t = s.shape[-1]
+        return jax.nn.softmax(jnp.where(jnp.tril(jnp.ones((t, t), bool)), s.astype(jnp.float32) * 0.1, -1e9))
+
+    g = fuse(ir(masked_softmax, jnp.ones((4, 256, 256), jnp.bfloat16)), XLA_GPU)
+    assert kinds(g) == ["loop", "loop"]
+    assert "select_n" in fused_prims(g.ops[0]) and "select_n" not in fused_prims(g.ops[1])
+    assert g.ops[1].inputs[0].dtype == np.float32 and g.ops[1].inputs[0].shape == (4, 256, 256)
+    assert kinds(fuse(ir(masked_softmax, jnp.ones((4, 256, 256), jnp.bfloat16)))) == ["loop", "loop", "loop"]
+
+
+def test_gpu_matmul_epilogue_is_what_cublas_applies():
+    """cuBLAS scales, adds a bias and applies an activation on the result; a reduction of it is
+    a kernel of its own (XLA:TPU computes it in the matmul's output fusion)."""
+    from tpusim.sim.gpu_timing import XLA_GPU
+
+    args = jnp.ones((256, 128)), jnp.ones((128, 512)), jnp.ones(512)
+    dense = fuse(ir(lambda x, w, b: jax.nn.relu(x @ w + b), *args), XLA_GPU)
+    assert kinds(dense) == ["matmul"] and {"add", "max"} <= set(fused_prims(dense.ops[0]))
+    stats = ir(lambda x, w, b: (x @ w + b).sum(0), *args)
+    assert kinds(fuse(stats, XLA_GPU)) == ["matmul", "loop"]
+    assert kinds(fuse(stats)) == ["matmul"]
+
+
+def test_canonicalize_makes_a_transpose_of_unit_axes_a_reshape():
+    g = ir(lambda x: jnp.transpose(x, (0, 2, 1, 3)) + 1, jnp.ones((4, 1, 8, 16)))
+    assert [op.prim for op in g.ops] == ["reshape", "add"]
+    g = ir(lambda x: jnp.transpose(x, (0, 2, 1)) + 1, jnp.ones((4, 2, 8)))
+    assert [op.prim for op in g.ops] == ["transpose", "add"]
+
+
 def test_fusion_leaves_input_graph_untouched():
     graph = ir(lambda x: jax.lax.scan(lambda c, _: (c * 2 + 1, None), x, None, length=4)[0], jnp.ones(3))
     body_before = list(graph.ops[0].subgraphs["body"].ops)

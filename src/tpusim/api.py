@@ -429,11 +429,11 @@ class Lowered:
             graph = record(after_pass, "shard", sharded.graph)
             distribution = Distribution(system, mesh_obj, sharded, default_mesh=not mesh)
             t = stage("shard", t)
-        fused = run_graph_passes(graph, graph_passes(options.precision, chip.mxu_dtype), after_pass)
+        timer = timer_for(chip)
+        fused = run_graph_passes(graph, graph_passes(options.precision, chip.mxu_dtype, timer.fusion_rules), after_pass)
         graph = after_pass["assign_precision"]
         t = stage("fuse", t)
         vmem_budget = int(chip.vmem_bytes * options.vmem_fraction)
-        timer = timer_for(chip)
         vpu_rate = getattr(timer, "vpu_elems_per_s", None)  # TensorCores only: GPUs keep depthwise on CUDA cores
         vpu_ratio = timer.peak_flops / vpu_rate if vpu_rate and timer.peak_flops else None
 

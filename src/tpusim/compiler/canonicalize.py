@@ -1,13 +1,15 @@
 """Canonicalization: drop ops that do nothing (each primitive's entry says when: same-shape
 reshapes, same-type converts, stop_gradient, optimization barriers) and ops whose results
-nobody uses, and fold a zero pad into the convolution that reads it (XLA's algebraic
-simplifier does), so later passes see only real work."""
+nobody uses, make a transpose that only moves size-1 axes the reshape it is, and fold a zero
+pad into the convolution that reads it (XLA's algebraic simplifier does all three), so later
+passes see only real work."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import numpy as np
+from jax.extend.core import primitives as jprims
 
 from tpusim.ir.graph import Graph, Op, Value
 from tpusim.ir.primitives import PRIMITIVES, Identity
@@ -47,6 +49,9 @@ def canonicalize(graph: Graph, top: bool = True) -> Graph:
         producer.update((o.id, op) for o in op.outputs)
         if op.prim == "conv_general_dilated":
             _fold_input_pad(op, producer)
+        if op.prim == "transpose" and _moves_only_unit_axes(op):
+            op = replace(op, prim="reshape", jax_prim=jprims.reshape_p,
+                         params={"new_sizes": tuple(op.outputs[0].shape), "dimensions": None, "sharding": None})
         if _is_identity(op) and not (top and _explicit_copy(op, graph)):
             for i, o in zip(op.inputs, op.outputs):
                 alias[o.id] = i
@@ -54,6 +59,14 @@ def canonicalize(graph: Graph, top: bool = True) -> Graph:
         ops.append(op)
     outputs = [resolve(v) for v in graph.outputs]
     return Graph(list(graph.inputs), outputs, eliminate_dead_ops(ops, outputs))
+
+
+def _moves_only_unit_axes(op: Op) -> bool:
+    """A transpose whose axes longer than 1 keep their order: the same bytes in the same
+    order, so a reshape (XLA makes it a bitcast)."""
+    shape, perm = op.inputs[0].shape, [int(p) for p in op.params["permutation"]]
+    moved = [p for p in perm if shape[p] != 1]
+    return moved == sorted(moved)
 
 
 def eliminate_dead_ops(ops: list[Op], outputs: list[Value]) -> list[Op]:

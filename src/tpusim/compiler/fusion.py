@@ -21,12 +21,18 @@
 - Windowed reductions, gathers/scatters and control flow stay kernels of their own; loop and
   branch bodies are fused recursively.
 
+What one kernel may hold depends on the device's compiler, so the device model hands the pass
+its `FusionRules`: XLA:TPU's (the default, everything above) or XLA:GPU's, where a GEMM is a
+cuBLAS call (an elementwise epilogue, no reductions, operands read as stored) and a row
+normalization (softmax, layer norm) is one Triton kernel that keeps its rows on chip.
+
 The result is a Graph whose ops are `fusion` ops (kind matmul/conv/loop, with the fused ops as
 a nested graph) or single unfused ops.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from tpusim.ir.graph import Fusion, Graph, Op, Value
@@ -41,6 +47,36 @@ MXU_OPERAND_TIE = 1.05
 
 # Movement ops a loop kernel can recompute as part of its indexing (its read of the source is
 # offset or masked), so XLA duplicates them into each consumer loop fusion like elementwise ops.
+
+
+@dataclass(frozen=True)
+class FusionRules:
+    """What one kernel may hold on a device, as its compiler fuses. The defaults are XLA:TPU's;
+    a device model gives its own (`DeviceTimer.fusion_rules`), so the kernels the compiler
+    forms are the ones that device runs.
+
+    - `epilogue_prims`: the primitives a matmul/conv epilogue may apply to its result tile
+      (None: any per-element op, and whole loop kernels that read the result, reductions
+      included: XLA:TPU's multi-output convolution fusions). cuBLAS's epilogue scales, adds a
+      bias or an addend, applies an activation, converts and writes in any layout; a masking
+      select, a comparison or a reduction is a kernel of its own.
+    - `operand_prologues`: a matmul computes cheap producers of its operands on their blocks
+      instead of reading them stored (XLA:TPU; cuBLAS reads its operands as stored).
+    - `row_elements`: a reduction over the last axis whose rows (padded to a power of two) have
+      at most this many elements keeps each row on chip, so the kernel that reduces it also uses
+      the result (softmax's max, sum and division in one pass: XLA:GPU's Triton normalization
+      fusion). Only unary ops, binary ops with a free operand and reshapes may lead into it;
+      any other producer is stored by a kernel of its own. 0: a reduction's result is always
+      used by a later kernel (XLA:TPU)."""
+
+    epilogue_prims: frozenset[str] | None = None
+    operand_prologues: bool = True
+    row_elements: int = 0
+
+
+XLA_TPU = FusionRules()
+
+
 @dataclass
 class _Group:
     kind: str  # "matmul" | "conv" | "loop" | "single"
@@ -48,6 +84,10 @@ class _Group:
     anchor: Op | None = None
     local: set[int] = field(default_factory=set)  # value ids computed inside
     reduce_outs: set[int] = field(default_factory=set)
+    # Row kernels (FusionRules.row_elements): reduction results the group itself goes on to use,
+    # and whether it may still become one (every op before its first reduction trivial).
+    row_outs: set[int] = field(default_factory=set)
+    row_ok: bool = True
 
 
 def is_immediate(v: Value) -> bool:
@@ -55,21 +95,22 @@ def is_immediate(v: Value) -> bool:
     return v.is_const and v.size <= 1
 
 
-def fuse(graph: Graph) -> Graph:
-    """Group `graph`'s ops into kernels (see module docstring). Returns a new Graph.
+def fuse(graph: Graph, rules: FusionRules = XLA_TPU) -> Graph:
+    """Group `graph`'s ops into kernels as `rules` allow (see module docstring). Returns a new
+    Graph.
 
     A matmul/conv kernel writes one result the size of its product (XLA's output fusions have
     one such root): where an epilogue would leave two (ReLU's output and its derivative mask;
     a softmax gradient's two scaled copies of dP), grouping runs again with those epilogues
     kept out, so the raw product is stored once and each reader recomputes what it needs."""
-    groups = _group(graph, frozenset())
+    groups = _group(graph, frozenset(), rules)
     split = _split_epilogues(groups, graph.outputs)
     if split:
-        groups = _group(graph, split)
+        groups = _group(graph, split, rules)
     groups = _recompute_from_reads(_live(groups, graph.outputs))
     groups = _store_narrow(_live(groups, graph.outputs), graph.outputs)
     groups = _merge_siblings(_live(groups, graph.outputs))
-    groups = _merge_into_outputs(_live(groups, graph.outputs), graph.outputs)
+    groups = _merge_into_outputs(_live(groups, graph.outputs), graph.outputs, rules.epilogue_prims)
     return Graph(list(graph.inputs), list(graph.outputs), _emit(groups, graph.outputs))
 
 
@@ -121,6 +162,7 @@ def _join(first: _Group, second: _Group, into: _Group) -> None:
     into.ops = first.ops + [op for op in second.ops if id(op) not in in_first]
     into.local = first.local | second.local
     into.reduce_outs = first.reduce_outs | second.reduce_outs
+    into.row_outs = first.row_outs | second.row_outs
 
 
 def _recompute_from_reads(groups: list[_Group]) -> list[_Group]:
@@ -302,14 +344,16 @@ def _store_narrow(groups: list[_Group], graph_outputs: list[Value]) -> list[_Gro
     return groups
 
 
-def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> list[_Group]:
+def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value],
+                        allowed: frozenset[str] | None) -> list[_Group]:
     """Multi-output MXU fusions: a loop kernel that reads a matmul/conv result is computed in
     that kernel's epilogue, while the result tile is still in VMEM, as XLA:TPU's convolution
     output fusions do, when that saves HBM traffic and keeps one product-sized result: either
     it leaves only reductions and small values (batch-norm's mean, a bias gradient's sum), or
     it is the only reader of the product and writes one product-sized value itself (a residual
     gradient's sum, masked by the ReLU, with batch-norm's gradient sums). It must need no
-    reduction of that kernel and no value made after it."""
+    reduction of that kernel and no value made after it, and hold only `allowed` primitives
+    (None: any)."""
     out_ids = {v.id for v in graph_outputs}
     makers: dict[int, list[int]] = {}  # value id -> the groups that make it (recomputed ones in several)
     for gi, g in enumerate(groups):
@@ -326,7 +370,7 @@ def _merge_into_outputs(groups: list[_Group], graph_outputs: list[Value]) -> lis
                 if (read_outside.get(o.id, set()) - {gi} - {li for li, mi in merged.items() if mi == gi}) or o.id in out_ids]
 
     for li, lg in enumerate(groups):
-        if lg.kind != "loop":
+        if lg.kind != "loop" or (allowed is not None and any(op.prim not in allowed for op in lg.ops)):
             continue
         inputs = {v.id for op in lg.ops for v in op.inputs if v.id not in lg.local}
         # the kernel each input is read from: the latest one before this that makes it
@@ -385,7 +429,7 @@ def _read_outside(groups: list[_Group]) -> dict[int, set[int]]:
     return read
 
 
-def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
+def _group(graph: Graph, no_epilogue: frozenset[int], rules: FusionRules) -> list[_Group]:
     """One pass of grouping; ops in `no_epilogue` do not join a matmul/conv group."""
     groups: list[_Group] = []
     owner: dict[int, int] = {}  # value id -> index of the group that writes it to HBM
@@ -407,12 +451,16 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
 
     producer: dict[int, Op] = {}  # value id -> the grouped op that computes it
 
-    def duplicable(group: _Group, v: Value) -> Op | None:
+    def duplicable(group: _Group, v: Value, trivial_only: bool = False) -> Op | None:
+        """The op making `v` in another kernel, if `group` may compute it again itself (only a
+        trivial one where `group` keeps rows on chip: it reads any other producer stored)."""
         op = producer.get(v.id)
         if op is None or v.id in group.local or v.id not in owner:
             return None
         src = groups[owner[v.id]]
         if src is group or src.kind == "single" or op is src.anchor or v.id in src.reduce_outs:
+            return None
+        if trivial_only and not trivial(op):
             return None
         if is_epilogue(op.prim):
             return op
@@ -427,7 +475,8 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         other kernel reads it yet."""
         return v.nbytes if v.id in exported or v.id not in owner else 2 * v.nbytes
 
-    def read_cost(group: _Group, v: Value, depth: int = 0, ref: int = 0) -> tuple[int, bool]:
+    def read_cost(group: _Group, v: Value, depth: int = 0, ref: int = 0,
+                  trivial_only: bool = False) -> tuple[int, bool]:
         """(HBM bytes `group` spends to have `v`, whether that makes a kernel write a value of at
         least 1/8 of `ref` bytes it did not write before, such as an activation, rather than a
         batch-norm scale): none if local, else the cheaper of storing it and recomputing it from
@@ -435,39 +484,64 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
         if v.id in group.local or is_immediate(v):
             return 0, False
         if v.id in pending and group.kind == "loop":  # made in the loop from free values: only their reads cost
-            costs = [read_cost(group, u, depth + 1, ref) for u in pending[v.id].inputs] if depth < 8 else []
+            costs = [read_cost(group, u, depth + 1, ref, trivial_only) for u in pending[v.id].inputs] if depth < 8 else []
             return sum(c for c, _ in costs), any(f for _, f in costs)
         store = (stored_cost(v), v.id in owner and v.id not in exported and 8 * v.nbytes >= ref)
-        op = duplicable(group, v) if depth < 8 else None
+        op = duplicable(group, v, trivial_only) if depth < 8 else None
         if op is None:
             return store
-        costs = [read_cost(group, u, depth + 1, ref) for u in op.inputs]
+        costs = [read_cost(group, u, depth + 1, ref, trivial_only) for u in op.inputs]
         again = (sum(c for c, _ in costs), any(f for _, f in costs))
         return min(store, again)
 
-    def recompute(group: _Group, v: Value) -> None:
+    def recompute(group: _Group, v: Value, trivial_only: bool = False) -> None:
         """Duplicate cheap elementwise producers from other kernels into `group` where
         recomputing costs fewer HBM bytes than storing the value for this reader (for a dot's
         operand, no more, give or take MXU_OPERAND_TIE, if it stores nothing new)."""
-        op = duplicable(group, v)
+        op = duplicable(group, v, trivial_only)
         if op is None:
             return
-        costs = [read_cost(group, u, 1, v.nbytes) for u in op.inputs]
+        costs = [read_cost(group, u, 1, v.nbytes, trivial_only) for u in op.inputs]
         cost, fresh, saved = sum(c for c, _ in costs), any(f for _, f in costs), stored_cost(v)
         if not (cost < saved or (group.kind != "loop" and not fresh and cost <= saved * MXU_OPERAND_TIE)):
             return
         for u in op.inputs:
             pull(group, u)  # deferred inputs are computed here, before the op that reads them
-            recompute(group, u)
+            recompute(group, u, trivial_only)
         group.ops.append(op)
         group.local.update(o.id for o in op.outputs)
+        group.row_ok &= bool(group.row_outs) or trivial(op)
+
+    def splat(v: Value) -> bool:
+        """A constant or an input, or a broadcast of one (a scale, a bias)."""
+        if v.is_const or v.id in free_ids:
+            return True
+        op = pending.get(v.id)
+        return op is not None and op.prim in ("broadcast_in_dim", "convert_element_type") and splat(op.inputs[0])
+
+    def trivial(op: Op) -> bool:
+        """An op XLA:GPU's normalization fusion takes in front of its rows: a reshape, a unary
+        per-element op, or a binary one with exactly one operand that is not a splat."""
+        if op.prim in ("reshape", "squeeze"):
+            return True
+        n = len(op.inputs)
+        return category_of(op.prim) in PER_ELEMENT and (n == 1 or (n == 2 and sum(not splat(v) for v in op.inputs) == 1))
+
+    def row_reduction(op: Op) -> bool:
+        """A reduction over the last axis whose padded rows fit on chip (`rules.row_elements`)."""
+        src = op.inputs[0]
+        return (bool(rules.row_elements) and len(op.outputs) == 1 and bool(src.shape)
+                and tuple(op.params.get("axes", ())) == (len(src.shape) - 1,)
+                and 2 ** math.ceil(math.log2(max(src.shape[-1], 1))) <= rules.row_elements)
 
     def add(group: _Group, op: Op) -> None:
         if group.kind != "single":
+            rows = bool(group.row_outs) or (group.row_ok and category_of(op.prim) is Category.REDUCE
+                                            and row_reduction(op))
             for v in op.inputs:
                 pull(group, v)
-                if group.kind == "loop" or op is group.anchor:
-                    recompute(group, v)
+                if group.kind == "loop" or (op is group.anchor and rules.operand_prologues):
+                    recompute(group, v, trivial_only=rows)
         exported.update(v.id for v in op.inputs if v.id not in group.local)
         for o in op.outputs:
             producer[o.id] = op
@@ -478,6 +552,23 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
             owner[o.id] = idx
         if category_of(op.prim) is Category.REDUCE:
             group.reduce_outs.update(o.id for o in op.outputs)
+            if group.row_ok and row_reduction(op):
+                group.row_outs.update(o.id for o in op.outputs)
+            group.row_ok = bool(group.row_outs)
+        elif not group.row_outs and not trivial(op):
+            group.row_ok = False
+
+    def store_front(v: Value) -> None:
+        """Before a row kernel reads `v` made from free values: going back from `v` through
+        trivial ops, the first other op's result is stored by a kernel of its own."""
+        while v.id in pending and v.id not in owner:
+            op = pending[v.id]
+            if not trivial(op):
+                materialize(v)
+                del pending[v.id]
+                groups[owner[v.id]].row_ok = False
+                return
+            v = next((u for u in op.inputs if not splat(u)), op.inputs[0])
 
     def materialize(v: Value) -> None:
         """A deferred value needed in HBM (by an unfused op or as an output): its own kernel."""
@@ -492,10 +583,16 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
     def can_join(group: _Group, op: Op, cat: Category) -> bool:
         if group.kind == "single":
             return False
-        if any(v.id in group.reduce_outs for v in op.inputs):
+        if any(v.id in group.reduce_outs and v.id not in group.row_outs for v in op.inputs):
             return False
         if group.kind == "loop":
-            return True
+            # a row reduction starts a kernel of its own after a producer it cannot take
+            return not (cat is Category.REDUCE and row_reduction(op) and not group.row_ok)
+        if rules.epilogue_prims is not None:
+            if op.prim not in rules.epilogue_prims:
+                return False
+            if op.prim in ("reshape", "squeeze"):  # a view of the result: written in its layout
+                return op.id not in no_epilogue
         anchor_shape = group.anchor.outputs[0].shape  # type: ignore[union-attr]
         return cat in PER_ELEMENT and op.id not in no_epilogue and all(o.shape == anchor_shape for o in op.outputs)
 
@@ -511,6 +608,8 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
             add(g, op)
             continue
         if cat in FUSIBLE:
+            if cat is Category.REDUCE and row_reduction(op):
+                store_front(op.inputs[0])
             producers = [owner[v.id] for v in op.inputs if v.id in owner]
             if producers:
                 cand = groups[max(producers)]
@@ -525,17 +624,17 @@ def _group(graph: Graph, no_epilogue: frozenset[int]) -> list[_Group]:
             materialize(v)
         g = _Group("single", anchor=op)
         groups.append(g)
-        add(g, _fuse_bodies(op))
+        add(g, _fuse_bodies(op, rules))
     for v in graph.outputs:
         materialize(v)
     return groups
 
 
-def _fuse_bodies(op: Op) -> Op:
+def _fuse_bodies(op: Op, rules: FusionRules) -> Op:
     """A copy of a control op whose bodies are fused (the input graph is left untouched)."""
     if not op.subgraphs:
         return op
-    return replace(op, subgraphs={k: fuse(g) for k, g in op.subgraphs.items()}, id=op.id)
+    return replace(op, subgraphs={k: fuse(g, rules) for k, g in op.subgraphs.items()}, id=op.id)
 
 
 def _live(groups: list[_Group], graph_outputs: list[Value]) -> list[_Group]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from tpusim.compiler.canonicalize import canonicalize
-from tpusim.compiler.fusion import fuse
+from tpusim.compiler.fusion import XLA_TPU, FusionRules, fuse
 from tpusim.compiler.precision import assign_precision
 from tpusim.errors import TpusimError
 from tpusim.ir.graph import Graph
@@ -29,14 +29,15 @@ class GraphPass:
     run: Callable[[Graph], Graph]
 
 
-def graph_passes(precision: str, mxu_dtype: str) -> tuple[GraphPass, ...]:
+def graph_passes(precision: str, mxu_dtype: str, fusion_rules: FusionRules = XLA_TPU) -> tuple[GraphPass, ...]:
     """The device-dependent graph passes, in order. api.py records the lowered graph as
     "lowered", runs sharding first on a slice ("shard"), and after them, only when the program
-    does not fit, "rematerialize" (which needs the emitted program's peak)."""
+    does not fit, "rematerialize" (which needs the emitted program's peak). `fusion_rules`:
+    what one kernel may hold on the device (its model's `DeviceTimer.fusion_rules`)."""
     return (
         GraphPass("canonicalize", canonicalize),
         GraphPass("assign_precision", lambda g: assign_precision(g, precision, mxu_dtype)),
-        GraphPass("fuse", fuse),
+        GraphPass("fuse", lambda g: fuse(g, fusion_rules)),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tpusim.compiler.fusion import XLA_TPU, FusionRules
 from tpusim.errors import TpusimError
 from tpusim.hardware.chip import Chip
 from tpusim.program.program import Kernel, MxuPlan, Program
@@ -73,6 +74,9 @@ class DeviceTimer:
     # Words the reports use for this kind of device's matrix unit and vector unit.
     matrix_unit = "MXU"
     vector_unit = "VPU"
+    # What one kernel may hold on this device (its compiler's fusion rules): the fusion pass
+    # asks, so the kernels it forms are the ones this model then times.
+    fusion_rules: FusionRules = XLA_TPU
 
     def __init__(self, chip: Chip, constants: TimingConstants = DEFAULT_CONSTANTS, mesh: Any = None,
                  calibration: Calibration | None = None) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+from tpusim.compiler.fusion import FusionRules
 from tpusim.program.program import Kernel, MxuPlan
 from tpusim.sim.device_timer import Bound, DeviceTimer, KernelTime
 
@@ -39,12 +40,32 @@ GEMM_TILES: tuple[tuple[int, int], ...] = ((256, 128), (128, 256), (128, 128), (
 SFU_COST = 8.0
 
 
+# The largest thread block's register file: 64K 32-bit registers (CUDA C++ Programming Guide,
+# technical specifications per compute capability, 5.0 to 9.0). XLA:GPU's Triton cost model
+# keeps a tile only in 40% of it (`DoesTileFitsInRegisters` in XLA's
+# gpu_indexing_performance_model.cc): a longer normalization row is not one Triton kernel.
+REGISTERS_PER_BLOCK = 65536
+TILE_REGISTER_SHARE = 0.4
+
+# XLA:GPU's kernels: a GEMM is a cuBLAS(Lt) call whose epilogue scales, adds a bias or an
+# addend, applies an activation and converts its result (XLA's gemm rewriter folds those in);
+# a row normalization whose rows fit the registers is one Triton kernel (its softmax rewriter).
+XLA_GPU = FusionRules(
+    epilogue_prims=frozenset({"convert_element_type", "add", "sub", "mul", "div", "max", "neg",
+                              "integer_pow", "tanh", "logistic", "erf", "broadcast_in_dim",
+                              "reshape", "squeeze", "transpose"}),
+    operand_prologues=False,
+    row_elements=int(TILE_REGISTER_SHARE * REGISTERS_PER_BLOCK),
+)
+
+
 class GpuTimer(DeviceTimer):
     """Prices kernels on one GPU: tensor-core GEMMs in waves of tiles over the SMs, everything
     else as an HBM stream with CUDA-core arithmetic."""
 
     matrix_unit = "tensor cores"
     vector_unit = "CUDA cores"
+    fusion_rules = XLA_GPU
 
     @property
     def sms(self) -> int:
