@@ -435,6 +435,11 @@ def _group(graph: Graph, no_epilogue: frozenset[int], rules: FusionRules) -> lis
     owner: dict[int, int] = {}  # value id -> index of the group that writes it to HBM
     pending: dict[int, Op] = {}  # value id -> deferred producer (pure function of free values)
     free_ids = {v.id for v in graph.inputs}
+    n_readers: dict[int, int] = {}
+    made_by = {o.id: op for op in graph.ops for o in op.outputs}
+    for op in graph.ops:
+        for v in {v.id: v for v in op.inputs}.values():
+            n_readers[v.id] = n_readers.get(v.id, 0) + 1
 
     def is_free(v: Value) -> bool:
         return v.is_const or v.id in free_ids or v.id in pending
@@ -528,11 +533,24 @@ def _group(graph: Graph, no_epilogue: frozenset[int], rules: FusionRules) -> lis
         return category_of(op.prim) in PER_ELEMENT and (n == 1 or (n == 2 and sum(not splat(v) for v in op.inputs) == 1))
 
     def row_reduction(op: Op) -> bool:
-        """A reduction over the last axis whose padded rows fit on chip (`rules.row_elements`)."""
+        """A reduction over the last axis whose padded rows fit on chip (`rules.row_elements`)
+        and whose input is read again (a normalization's diamond: softmax's `x - max`); one
+        whose input only it reads (a gradient's sum of products) is an ordinary reduction."""
         src = op.inputs[0]
         return (bool(rules.row_elements) and len(op.outputs) == 1 and bool(src.shape)
                 and tuple(op.params.get("axes", ())) == (len(src.shape) - 1,)
-                and 2 ** math.ceil(math.log2(max(src.shape[-1], 1))) <= rules.row_elements)
+                and 2 ** math.ceil(math.log2(max(src.shape[-1], 1))) <= rules.row_elements
+                and read_again(src))
+
+    def read_again(v: Value) -> bool:
+        """Whether `v`, or what it is made from through trivial ops read only on the way, is read
+        by something else too (RMS norm's x, squared and then summed, is read again to scale)."""
+        while n_readers.get(v.id, 0) <= 1:
+            op = made_by.get(v.id)
+            if op is None or not trivial(op):
+                return False
+            v = next((u for u in op.inputs if not splat(u)), op.inputs[0])
+        return True
 
     def add(group: _Group, op: Op) -> None:
         if group.kind != "single":
