@@ -45,10 +45,6 @@ from tpusim.ir.primitives import PRIMITIVES, category_of, is_epilogue
 # dot operands, so softmax-gradient T x T matrices are never stored. A modelling choice.
 MXU_OPERAND_TIE = 1.05
 
-# Movement ops a loop kernel can recompute as part of its indexing (its read of the source is
-# offset or masked), so XLA duplicates them into each consumer loop fusion like elementwise ops.
-
-
 @dataclass(frozen=True)
 class FusionRules:
     """What one kernel may hold on a device, as its compiler fuses. The defaults are XLA:TPU's;
@@ -65,7 +61,7 @@ class FusionRules:
     - `row_elements`: a reduction over the last axis whose rows (padded to a power of two) have
       at most this many elements keeps each row on chip, so the kernel that reduces it also uses
       the result (softmax's max, sum and division in one pass: XLA:GPU's Triton normalization
-      fusion). Only unary ops, binary ops with a free operand and reshapes may lead into it;
+      fusion). Only unary ops, binary ops with a splat operand and reshapes may lead into it;
       any other producer is stored by a kernel of its own. 0: a reduction's result is always
       used by a later kernel (XLA:TPU)."""
 
@@ -542,6 +538,10 @@ def _group(graph: Graph, no_epilogue: frozenset[int], rules: FusionRules) -> lis
                 and 2 ** math.ceil(math.log2(max(src.shape[-1], 1))) <= rules.row_elements
                 and read_again(src))
 
+    def chain_input(op: Op) -> Value:
+        """The operand a trivial op carries forward (its one that is not a splat)."""
+        return next((u for u in op.inputs if not splat(u)), op.inputs[0])
+
     def read_again(v: Value) -> bool:
         """Whether `v`, or what it is made from through trivial ops read only on the way, is read
         by something else too (RMS norm's x, squared and then summed, is read again to scale)."""
@@ -549,7 +549,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int], rules: FusionRules) -> lis
             op = made_by.get(v.id)
             if op is None or not trivial(op):
                 return False
-            v = next((u for u in op.inputs if not splat(u)), op.inputs[0])
+            v = chain_input(op)
         return True
 
     def add(group: _Group, op: Op) -> None:
@@ -586,7 +586,7 @@ def _group(graph: Graph, no_epilogue: frozenset[int], rules: FusionRules) -> lis
                 del pending[v.id]
                 groups[owner[v.id]].row_ok = False
                 return
-            v = next((u for u in op.inputs if not splat(u)), op.inputs[0])
+            v = chain_input(op)
 
     def materialize(v: Value) -> None:
         """A deferred value needed in HBM (by an unfused op or as an output): its own kernel."""
