@@ -33,6 +33,21 @@ def test_one_lowering_compiles_for_many_devices_as_compile_does():
     assert np.allclose(compiled.run(*ARGS), _mlp(*ARGS), rtol=1e-5)
 
 
+def test_ids_are_numbered_per_lowering():
+    """The same function prints the same IR whatever the process lowered before, and a compile's
+    new values follow the lowered ids without reusing one."""
+    first = tpusim.jit(_mlp).lower(*ARGS)
+    tpusim.compile(_mlp, *ARGS, device="v5e")  # makes many values in between
+    again = tpusim.jit(_mlp).lower(*ARGS)
+    assert again.as_text("ir") == first.as_text("ir")
+    a, b = first.compile("v5e-4"), again.compile("v5e-4")
+    assert a.as_text("fuse") == b.as_text("fuse") and a.as_text() == b.as_text()
+    lowered_ids = {v.id for op in first.graph.walk() for v in op.outputs}
+    made = {id(v): v for op in a.after_pass["fuse"].walk() for v in op.outputs if v.id not in lowered_ids}
+    assert made and min(v.id for v in made.values()) > max(lowered_ids)
+    assert len({v.id for v in made.values()}) == len(made)
+
+
 def test_lowered_counts_need_no_device():
     lowered = tpusim.jit(_mlp).lower(*ARGS)
     assert lowered.cost_analysis()["flops"] == 2 * 64 * 256 * 512 + 64 * 512 + 2 * 64 * 512 * 128  # two GEMMs, a ReLU

@@ -27,7 +27,7 @@ from tpusim.frontend.trace import Traced as TracedJaxpr
 from tpusim.hardware.chip import Chip
 from tpusim.hardware.chip import resolve_device as resolve_chip
 from tpusim.ir.counts import Counts, graph_counts
-from tpusim.ir.graph import Graph
+from tpusim.ir.graph import Graph, next_id, numbering
 from tpusim.program.program import Program
 from tpusim.sim.estimate import Estimate, estimate_program, timer_for
 from tpusim.sim.device_timer import DEFAULT_CONSTANTS, TimingConstants
@@ -400,9 +400,13 @@ class Lowered:
             lowered = self.traced.jitted.lower(*self.traced.example_args, mesh=axes, _default_mesh=not mesh)
         return lowered._compile(system, chip, axes, not mesh, options, check_memory, tiles, in_specs)
 
-    def _compile(self, system: Any, chip: Chip, axes: dict[str, int] | None, default_mesh: bool,
-                 options: "_CompileOptions", check_memory: bool, tiles: tuple[int, int, int] | None,
-                 in_specs: Any) -> Compiled:
+    def _compile(self, *args: Any) -> Compiled:
+        with numbering(next_id(self.graph)):  # the passes' new values and ops follow the lowered ids
+            return self._compile_numbered(*args)
+
+    def _compile_numbered(self, system: Any, chip: Chip, axes: dict[str, int] | None, default_mesh: bool,
+                          options: "_CompileOptions", check_memory: bool, tiles: tuple[int, int, int] | None,
+                          in_specs: Any) -> Compiled:
         t0 = time.perf_counter()
         timings = dict(self.timings)
 

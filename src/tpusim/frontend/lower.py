@@ -16,7 +16,7 @@ from jax.extend import core as jcore
 from jax.extend.core import primitives as jprims
 
 from tpusim.errors import UnsupportedOpError
-from tpusim.ir.graph import Graph, Op, Value
+from tpusim.ir.graph import Graph, Op, Value, numbering
 from tpusim.ir.opset import INLINED_CALLS, Category
 from tpusim.ir.primitives import category_of
 
@@ -216,12 +216,13 @@ def _while_trip_count(subgraphs: dict[str, Graph], params: dict[str, Any], ins: 
 
 def lower(closed_jaxpr: Any, const_names: dict[int, str] | None = None, in_names: list[str] | None = None) -> Graph:
     """ClosedJaxpr -> Graph. Closed-over arrays (e.g. Keras weights) become 'param' values,
-    named by `const_names` (id of the array -> name) where given."""
-    lw = _Lowerer()
-    jaxpr = closed_jaxpr.jaxpr
-    inputs = [_value_for_aval(v.aval, "input") for v in jaxpr.invars]
-    for i, v in enumerate(inputs):
-        v.name = in_names[i] if in_names and i < len(in_names) else f"arg{i}"
-    ops: list[Op] = []
-    outs = lw.lower_jaxpr(jaxpr, list(closed_jaxpr.consts), inputs, ops, "param", const_names or {})
-    return Graph(inputs, outs, ops)
+    named by `const_names` (id of the array -> name) where given. Ids count from 0."""
+    with numbering(0):
+        lw = _Lowerer()
+        jaxpr = closed_jaxpr.jaxpr
+        inputs = [_value_for_aval(v.aval, "input") for v in jaxpr.invars]
+        for i, v in enumerate(inputs):
+            v.name = in_names[i] if in_names and i < len(in_names) else f"arg{i}"
+        ops: list[Op] = []
+        outs = lw.lower_jaxpr(jaxpr, list(closed_jaxpr.consts), inputs, ops, "param", const_names or {})
+        return Graph(inputs, outs, ops)

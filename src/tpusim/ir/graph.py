@@ -8,13 +8,38 @@ bodies as nested Graphs so that loops stay loops.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 Role = Literal["input", "param", "literal", "temp"]
-_ids = itertools.count()
+
+# Ids key values and ops within one program (environments, use maps) and name unnamed values
+# (%12). They are numbered per lowering: `lower` counts from 0 and each compile goes on after the
+# lowered graph's highest id, so the same model prints the same IR however much the process
+# lowered before. A graph built by hand outside both (tests) draws from a range of its own above
+# any lowering's, so that passes run on a lowered graph outside a compile cannot reuse its ids.
+_HAND_BUILT_IDS = itertools.count(1 << 40)
+_ids: ContextVar[Iterator[int] | None] = ContextVar("tpusim_ids", default=None)
+
+
+def _next_id() -> int:
+    return next(_ids.get() or _HAND_BUILT_IDS)
+
+
+@contextmanager
+def numbering(start: int = 0) -> Iterator[None]:
+    """Number the values and ops made inside from `start` (a lowering: 0; a compile: after the
+    lowered graph's ids, `next_id(graph)`)."""
+    token = _ids.set(itertools.count(start))
+    try:
+        yield
+    finally:
+        _ids.reset(token)
 
 
 @dataclass(eq=False)
@@ -28,7 +53,7 @@ class Value:
     name: str = ""
     category: str = ""  # what the buffer holds, when known: "activation", "gradient", ...
     memory: str = "device"  # "host": offloaded to the host's memory (no HBM buffer)
-    id: int = field(default_factory=lambda: next(_ids))
+    id: int = field(default_factory=_next_id)
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(d) for d in self.shape)
@@ -64,7 +89,7 @@ class Op:
     jax_prim: Any = None
     subgraphs: dict[str, "Graph"] = field(default_factory=dict)
     scope: str = ""  # JAX name stack, e.g. the Keras layer name
-    id: int = field(default_factory=lambda: next(_ids))
+    id: int = field(default_factory=_next_id)
 
     def __repr__(self) -> str:
         ins = ", ".join(v.name for v in self.inputs)
@@ -112,3 +137,15 @@ class Graph:
                 lines.append(g.pretty(indent + "      "))
         lines.append(f"{indent}  return {', '.join(v.name for v in self.outputs)}")
         return "\n".join(lines)
+
+
+def next_id(graph: Graph) -> int:
+    """One past the highest id in `graph` (nested bodies included): where a compile of it may
+    start numbering the values and ops its passes make."""
+    ids = [-1]
+    for op in graph.walk():
+        ids.append(op.id)
+        ids.extend(v.id for v in [*op.inputs, *op.outputs])
+        ids.extend(v.id for g in op.subgraphs.values() for v in g.inputs)
+    ids.extend(v.id for v in graph.inputs)
+    return max(ids) + 1
