@@ -7,13 +7,32 @@ block of scores lives in VMEM between the two matmuls. `score_shapes` finds the 
 a graph (loop bodies included); the emitter then keeps every value of such a shape on chip
 (no HBM traffic, no HBM buffer), forward and backward, while all the matmul and softmax
 arithmetic stays. The numerics are unchanged.
+
+`attention_regions` then groups the kernels such scores link into one fused kernel each, and
+reads the mask when it is known at compile time (built from positions: causal, sliding
+window): flash kernels visit only the blocks of keys a query block can see, so a causal
+kernel does about half the work. The device model decides how to time a region.
 """
 
 from __future__ import annotations
 
-from tpusim.ir.graph import Graph, Op
+import math
+from typing import Callable
+
+import numpy as np
+
+from tpusim.compiler.static_value import static_value
+from tpusim.ir.geometry import dot_geometry
+from tpusim.ir.graph import Graph, Op, Value
 from tpusim.ir.opset import PER_ELEMENT
 from tpusim.ir.primitives import category_of
+from tpusim.program.program import AttentionRegion, Kernel
+
+# Query and key rows per block: FlashAttention-2/3's and cuDNN's tiles for head dim 128, and
+# splash attention's default block sizes.
+FLASH_BLOCK = 128
+# A mask pattern larger than this many elements ([Tq, Tk] > 16K x 16K) is taken as dense.
+_MASK_LIMIT = 1 << 28
 
 # Views of the same scores (jax.nn.dot_product_attention reshapes them for grouped heads).
 _RESHAPES = {"reshape", "broadcast_in_dim", "transpose", "squeeze"}
@@ -57,3 +76,78 @@ def _scan(graph: Graph, found: set[tuple[int, ...]]) -> None:
                     frontier.extend(o for o in r.outputs if o.size == size)
         if seen_max and seen_exp:
             found.update(s for s in shapes if len(s) >= 3)
+
+
+def attention_regions(graph: Graph, kernels: list[Kernel], is_score: Callable[[Value], bool]) -> list[AttentionRegion]:
+    """The fused attention kernels of one program level: kernels joined by score values
+    (`is_score`) that stay on chip, each with the key blocks its static mask leaves."""
+    made_by = {v.id: i for i, k in enumerate(kernels) for v in k.outputs}
+    root = list(range(len(kernels)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    members: set[int] = set()
+    for i, k in enumerate(kernels):
+        for v in k.inputs:
+            if v.id in made_by and is_score(v):
+                root[find(i)] = find(made_by[v.id])
+                members |= {i, made_by[v.id]}
+    groups: dict[int, list[int]] = {}
+    for i in sorted(members):
+        groups.setdefault(find(i), []).append(i)
+    producer = {o.id: op for op in graph.walk() for o in op.outputs}
+    regions = [_region(tuple(idx), [kernels[i] for i in idx], producer, is_score) for idx in groups.values()]
+    return [r for r in regions if r is not None]
+
+
+def _region(idx: tuple[int, ...], kernels: list[Kernel], producer: dict[int, Op],
+            is_score: Callable[[Value], bool]) -> AttentionRegion | None:
+    # The first product is Q K^T (or, in a backward region, dO V^T): [matrices, Tq, Tk] scores.
+    # Kernels linked only by score-shaped values and no product (a mask's pieces) are no region.
+    first = next((k.anchor for k in kernels if k.anchor is not None and k.anchor.prim == "dot_general"), None)
+    if first is None:
+        return None
+    g = dot_geometry(first)
+    nq, nk = math.ceil(g.M / FLASH_BLOCK), math.ceil(g.N / FLASH_BLOCK)
+    ops = [op for k in kernels for op in ([k.op, *k.fused.ops] if k.fused is not None else [k.op])]
+    live = _live_blocks(ops, g.B * g.M * g.N, producer)
+    if live is None or len(live) != nq:
+        live = (float(nk),) * nq
+    # Q K^T makes scores, and so does a backward's dO V^T.
+    making_scores = sum(1 for k in kernels if k.anchor is not None and any(is_score(o) for o in k.outputs))
+    return AttentionRegion(idx, g.B, live, nk, FLASH_BLOCK, backward=making_scores > 1)
+
+
+def _live_blocks(ops: list[Op], size: int, producer: dict[int, Op]) -> tuple[float, ...] | None:
+    """Key blocks per query block that hold a visible score, from a select between the scores
+    (`size` elements, queries and keys its last two axes) and a fill whose predicate is static
+    (the mask); None when there is none."""
+    for op in ops:
+        scores = op.outputs[0].shape
+        if op.prim != "select_n" or len(op.inputs) != 3 or len(scores) < 2 or math.prod(scores) != size:
+            continue
+        fill = [static_value(c, producer, 1) is not None for c in op.inputs[1:]]
+        if fill.count(True) != 1:
+            continue
+        which = static_value(op.inputs[0], producer, _MASK_LIMIT)
+        if which is None:
+            continue
+        visible = which.astype(bool) if fill[0] else ~which.astype(bool)  # the scores' case is chosen
+        return _block_counts(np.broadcast_to(visible, (*visible.shape[:-2], *scores[-2:])))
+    return None
+
+
+def _block_counts(visible: np.ndarray) -> tuple[float, ...]:
+    """Per block of query rows, the blocks of keys with any visible score (mean over the
+    leading axes)."""
+    *lead, tq, tk = visible.shape
+    b = FLASH_BLOCK
+    padded = np.zeros((*lead, math.ceil(tq / b) * b, math.ceil(tk / b) * b), bool)
+    padded[..., :tq, :tk] = visible
+    blocks = padded.reshape(*lead, padded.shape[-2] // b, b, padded.shape[-1] // b, b).any(axis=(-3, -1))
+    per_query_block = blocks.sum(axis=-1).reshape(-1, blocks.shape[-2]).mean(axis=0)
+    return tuple(float(x) for x in per_query_block)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from tpusim.compiler.attention import attention_regions
 from tpusim.compiler.layout import padded_bytes
 from tpusim.compiler.tiling import mxu_hbm_traffic, plan_loop, plan_mxu
 from tpusim.ir.counts import Counts, op_counts
@@ -80,7 +81,8 @@ class ProgramBuilder:
                 if v.is_const and v.id not in seen:
                     seen.add(v.id)
                     params.append(v)
-        return Program(kernels, list(graph.inputs), list(graph.outputs), params, on_chip=on_chip)
+        attention = attention_regions(graph, kernels, lambda v: v.id in on_chip and v.shape in self.on_chip_shapes)
+        return Program(kernels, list(graph.inputs), list(graph.outputs), params, on_chip=on_chip, attention=attention)
 
     def resident(self, v: Value) -> bool:
         """Whether `v` stays in on-chip memory (v1's Unified Buffer; a fused attention's score

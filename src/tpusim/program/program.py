@@ -170,6 +170,24 @@ class Allocation:
     end: int  # last kernel index where it is live
 
 
+@dataclass(frozen=True)
+class AttentionRegion:
+    """Kernels that one fused (flash) attention kernel runs, linked by score blocks that never
+    leave the chip, and the work its mask leaves: for each block of query rows, the blocks of
+    keys holding any unmasked score (a causal mask skips the blocks above the diagonal)."""
+
+    kernels: tuple[int, ...]  # indices into the program's kernels, first to last
+    matrices: int  # score matrices (batch x heads)
+    live: tuple[float, ...]  # per query block: key blocks it visits (mean over the matrices)
+    key_blocks: int
+    block: int  # query/key rows per block
+    backward: bool = False  # the region holds the gradient too (a flash backward recomputes the scores)
+
+    @property
+    def live_fraction(self) -> float:
+        return sum(self.live) / (len(self.live) * self.key_blocks) if self.live and self.key_blocks else 1.0
+
+
 @dataclass
 class Program:
     kernels: list[Kernel]
@@ -182,6 +200,7 @@ class Program:
     allocations: list[Allocation] = field(default_factory=list)
     remat: Any = None  # compiler.remat.Remat when buffers were rematerialized to fit HBM
     on_chip: set[int] = field(default_factory=set)  # value ids kept on chip: no HBM buffer
+    attention: list[AttentionRegion] = field(default_factory=list)  # fused attention kernels
 
     def describe(self) -> str:
         return "\n".join(k.describe() for k in self.kernels)

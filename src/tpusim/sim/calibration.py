@@ -56,6 +56,9 @@ class Calibration:
     # GPUs: the fixed device time of a kernel that is not a GEMM (XLA's loop and reduction
     # fusions: no operand pipeline to fill, no tile waves); 0 means kernel_floor_s.
     loop_floor_s: float = 0.0
+    # GPUs: in a fused (flash) attention kernel, the share of the shorter of tensor-core and
+    # CUDA-core work (the softmax) that runs under the longer; 1: fully hidden.
+    attention_overlap: float = 1.0
     generation: str = "default"
 
     def describe(self) -> dict[str, dict[str, str | float]]:

@@ -8,13 +8,13 @@ hiding, start times — is the same for every kind of device, so the walk never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from tpusim.compiler.fusion import XLA_TPU, FusionRules
 from tpusim.errors import TpusimError
 from tpusim.hardware.chip import Chip
-from tpusim.program.program import Kernel, MxuPlan, Program
+from tpusim.program.program import AttentionRegion, Kernel, MxuPlan, Program
 from tpusim.sim.calibration import Calibration, calibration_of
 
 Bound = Literal["compute", "memory", "vector", "overhead", "communication"]
@@ -161,8 +161,23 @@ class DeviceTimer:
                           agg["dma_s"], agg["overhead_s"] + trips * self.k.loop_iteration_s, mxu_flops=agg["mxu_flops"],
                           comm_s=agg["comm_s"], hidden_s=agg["hidden_s"], where=kernel.where, children=children)
 
+    def time_attention(self, region: AttentionRegion, kernels: list[Kernel], parts: list[KernelTime]) -> KernelTime | None:
+        """One fused attention kernel timed from its `kernels` and their `parts` (each timed
+        alone), or None to keep the parts as they are (the default: each part's own time, the
+        scores' HBM traffic already gone)."""
+        return None
+
     def time_program(self, program: Program) -> list[KernelTime]:
         out = [self.time_kernel(kernel) for kernel in program.kernels]
+        for region in program.attention:
+            parts = [out[i] for i in region.kernels]
+            fused = self.time_attention(region, [program.kernels[i] for i in region.kernels], parts)
+            if fused is not None:
+                # The first part's row carries the fused kernel; the others ran inside it.
+                out[region.kernels[0]] = fused
+                for i in region.kernels[1:]:
+                    out[i] = replace(out[i], time_s=0.0, flops=0.0, bytes=0.0, mxu_s=0.0, vpu_s=0.0, dma_s=0.0,
+                                     overhead_s=0.0, mxu_flops=0.0)
         self._overlap_collectives(program, out)
         t = 0.0
         for kt in out:

@@ -12,6 +12,9 @@ The tile is the one of the usual CUTLASS/cuBLAS shapes that finishes first, as X
 picks the fastest kernel. The tensor-core rate follows the operand type: bf16/f16 at the bf16
 peak; f32 at default precision as TF32 (JAX's default on Ampere and later; f32 on CUDA cores
 where the GPU has no TF32, and at precision "highest"); fp8 and int8 at their own published peaks.
+A fused (flash) attention region is one kernel: a CTA per query block sweeps the key blocks the
+mask leaves (a causal mask about half), the CTAs dispatched in launch order over the SMs, the
+softmax on the CUDA cores partly under the tensor-core work (`time_attention`).
 Depthwise convolutions (cuDNN's depthwise kernels) run on the CUDA cores, one FMA per MAC,
 and are memory-bound in practice. Other kernels (XLA's loop and reduction fusions) stream HBM at the calibrated bandwidth, with
 their arithmetic on the CUDA cores (transcendentals on the special-function units).
@@ -20,15 +23,17 @@ Per architecture, four constants are fitted on stated subsets of XLA:GPU's own m
 tables (sim/calibration.yaml, `tpusim validate`): the kernel floor, the per-wave latency, the
 sustained tensor-core fraction, and the sustained TF32 fraction. Two more are fitted on the
 H100 kernels this project timed (benchmarks/gpu_measure.py): the fixed time of a non-GEMM
-kernel, and the HBM fraction a streaming loop fusion sustains.
+kernel, the HBM fraction a streaming loop fusion sustains, and how much of a flash attention
+kernel's softmax hides under its products.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 
 from tpusim.compiler.fusion import FusionRules
-from tpusim.program.program import Kernel, MxuPlan
+from tpusim.program.program import AttentionRegion, Kernel, MxuPlan
 from tpusim.sim.device_timer import Bound, DeviceTimer, KernelTime
 
 # Output tiles (BM, BN) of the GEMM kernels cuBLAS and XLA's Triton emitter choose among.
@@ -102,8 +107,7 @@ class GpuTimer(DeviceTimer):
         # A CTA's prologue loads its first operand stages and its epilogue stores its tile: both
         # scale with the element width, at least 2 bytes (8-bit GEMMs store 16-bit results);
         # the constant is fitted on bf16.
-        width = 4 if plan.operand_type in ("f32", "int") else 2
-        latency = self.cal.wave_latency_s * width / 2
+        latency = self._wave_latency(plan)
         best: tuple[float, tuple[int, int], int] | None = None
         for bm, bn in GEMM_TILES:
             tiles = plan.batch * math.ceil(plan.M / bm) * math.ceil(plan.N / bn)
@@ -113,6 +117,41 @@ class GpuTimer(DeviceTimer):
                 best = (t, (bm, bn), waves)
         assert best is not None
         return best
+
+    def _wave_latency(self, plan: MxuPlan) -> float:
+        width = 4 if plan.operand_type in ("f32", "int") else 2
+        return self.cal.wave_latency_s * width / 2
+
+    def time_attention(self, region: AttentionRegion, kernels: list[Kernel], parts: list[KernelTime]) -> KernelTime | None:
+        """A flash attention kernel (cuDNN's, FlashAttention's): one CTA per block of query rows
+        of one score matrix sweeps the key blocks its mask leaves, both products on the tensor
+        cores with the scores in registers, so no GEMM stores a tile of scores and a causal
+        mask halves the work. The CTAs' unequal lengths are dispatched in launch order over the SMs.
+        The softmax (exp on the special-function units) runs on the CUDA cores beside the tensor
+        cores; `attention_overlap` says how much of the shorter of the two hides under the longer."""
+        products = [(k.mxu, p) for k, p in zip(kernels, parts) if k.mxu is not None and k.mxu.engine == "mxu"]
+        mxu_flops = sum(p.mxu_flops for p in parts)
+        if not products or not mxu_flops:
+            return None
+        plan, scores = products[0]  # Q K^T
+        if region.backward:
+            # The forward kernel computes S = Q K^T and O = P V (and the softmax statistics the
+            # backward needs) whether or not O is used; the backward kernel computes S again
+            # and then dV, dP, dQ and dK (FlashAttention-2, Algorithm 2): seven score-sized products.
+            mxu_flops = 7 * scores.mxu_flops
+        per_sm = self.tensor_rate(plan)[0] / self.sms
+        pair_s = mxu_flops / (region.matrices * len(region.live) * region.key_blocks) / per_sm
+        tensor_s = _launch_order(region.live, region.matrices, pair_s, self._wave_latency(plan), self.sms)
+        vector_s = sum(p.vpu_s for p in parts) * region.live_fraction
+        # Each operand and result crosses HBM once (a CTA's re-reads of K and V hit in L2).
+        moved = {v.id: v.nbytes for k in kernels for v in [*k.inputs, *k.outputs] if v.id in k.traffic}
+        dma_s = self.dma_seconds(sum(moved.values()))
+        steady = max(tensor_s, vector_s, dma_s) + (1 - self.cal.attention_overlap) * min(tensor_s, vector_s)
+        engines: dict[Bound, float] = {"compute": tensor_s, "vector": vector_s, "memory": dma_s}
+        first, live = parts[0], region.live_fraction
+        return KernelTime(first.name, "attention", self.cal.kernel_floor_s + steady, sum(p.flops for p in parts) * live,
+                          float(sum(moved.values())), max(engines, key=engines.__getitem__), tensor_s, vector_s, dma_s,
+                          self.cal.kernel_floor_s, mxu_flops=mxu_flops * live, where=first.where, rate=first.rate)
 
     def matmul_seconds(self, plan: MxuPlan, hbm_bytes: float, megacore: bool = True) -> float:
         """The GEMM's time as timed below: its own best tile over the SMs, or its HBM stream."""
@@ -146,3 +185,21 @@ class GpuTimer(DeviceTimer):
             bound = "vector"
         return KernelTime(kernel.name, kernel.kind, floor + steady, c.flops, float(kernel.hbm_bytes), bound,
                           tensor_s, vector_s, dma_s, floor, mxu_flops=mxu_flops, where=kernel.where, rate=rate)
+
+
+def _launch_order(live: tuple[float, ...], matrices: int, block_s: float, cta_s: float, sms: int) -> float:
+    """Finish time of the CTAs, one per query block per matrix (`live` key blocks of `block_s`
+    each, plus a fixed `cta_s`), dispatched in launch order — query block fastest, as
+    FlashAttention-2's grid (m_block = blockIdx.x) — each to the SM that frees first. A causal
+    kernel's long last blocks then finish after the short ones have drained."""
+    work = [blocks * block_s + cta_s for blocks in live]
+    if matrices * len(work) > _MAX_SCHEDULED_CTAS:  # many waves: the tail is a small share
+        return (matrices * sum(work) / sms) + max(work)
+    free = [0.0] * sms
+    for _ in range(matrices):
+        for w in work:
+            heapq.heapreplace(free, free[0] + w)
+    return max(free)
+
+
+_MAX_SCHEDULED_CTAS = 200_000

@@ -211,13 +211,22 @@ for _chip in GPU_FITTED:
     ]
     if _chip != "mi300x":
         FIT_SUBSETS.append((_chip, "tf32_efficiency", "the 125 f32 (TF32) GEMMs with b=1", _gpu_subset(_chip, "float32")))
-# The H100 kernels this project timed: the smallest and the largest elementwise fusions (every
-# other timed kernel, reductions, attention, convolutions and training steps included, is held out).
+def _timed_flash_forward(row: Row) -> bool:
+    """A GPU-timed cuDNN attention forward without a mask (causal ones and gradients are held out)."""
+    spec = row.build[1] if row.build[0] == "gpu" else ()
+    return spec[:2] == ("attention", "cudnn") and not spec[6] and not spec[7]
+
+
+# The H100 kernels this project timed: the smallest and the largest elementwise fusions, and the
+# cuDNN attention forwards without a mask (every other timed kernel, reductions, causal and
+# backward attention, convolutions and training steps included, is held out).
 FIT_SUBSETS += [
     ("h100", "loop_floor_s", "the 18 elementwise fusions of 64Ki and 256Ki elements timed on an H100 (h100_jax.csv)",
      lambda r: _timed_elementwise(r, 0, 2**18)),
     ("h100", "hbm_efficiency", "the 18 elementwise fusions of 64Mi and 256Mi elements timed on an H100 (h100_jax.csv)",
      lambda r: _timed_elementwise(r, 2**26, 2**28)),
+    ("h100", "attention_overlap", "the 5 cuDNN flash attention forwards without a mask timed on an H100 (h100_jax.csv)",
+     _timed_flash_forward),
 ]
 
 
@@ -334,7 +343,7 @@ def _fit_one(rows: list[Row], cal: Calibration, name: str) -> Calibration:
     median |log error|."""
     lo, hi = {"kernel_floor_s": (1e-8, 5e-6), "loop_floor_s": (1e-7, 1e-5), "mxu_fill_share": (1e-4, 1.5),
               "wave_latency_s": (1e-8, 1e-5), "one_core_hbm_fraction": (0.05, 1.0),
-              "f16_convert_cycles": (0.1, 40.0)}.get(name, (0.05, 1.5))
+              "f16_convert_cycles": (0.1, 40.0), "attention_overlap": (0.01, 1.0)}.get(name, (0.05, 1.5))
     if name == "kernel_floor_s" and rows and rows[0].build[0] == "bmm":
         lo, hi = 1e-7, 2e-5  # a GPU kernel's floor is several microseconds
     score = lambda v: _log_error(rows, replace(cal, **{name: v}))  # noqa: E731
