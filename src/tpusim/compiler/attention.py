@@ -137,7 +137,8 @@ def _live_blocks(ops: list[Op], size: int, producer: dict[int, Op]) -> tuple[flo
         if which is None:
             continue
         visible = which.astype(bool) if fill[0] else ~which.astype(bool)  # the scores' case is chosen
-        return _block_counts(np.broadcast_to(visible, (*visible.shape[:-2], *scores[-2:])))
+        pattern = (*visible.shape[:-2], *scores[-2:])
+        return _block_counts(np.broadcast_to(visible, pattern)) if math.prod(pattern) <= _MASK_LIMIT else None
     return None
 
 
