@@ -99,6 +99,8 @@ def attention_regions(graph: Graph, kernels: list[Kernel], is_score: Callable[[V
     groups: dict[int, list[int]] = {}
     for i in sorted(members):
         groups.setdefault(find(i), []).append(i)
+    if not groups:
+        return []
     producer = {o.id: op for op in graph.walk() for o in op.outputs}
     regions = [_region(tuple(idx), [kernels[i] for i in idx], producer, is_score) for idx in groups.values()]
     return [r for r in regions if r is not None]

@@ -40,7 +40,7 @@ def _eval(v: Value, producer: dict[int, Op], limit: int, memo: dict[int, np.ndar
     memo[v.id] = None  # a cycle (it cannot happen in SSA) stays unknown
     if v.is_const:
         c = np.asarray(v.const)
-        out = c.reshape(v.shape) if c.size == v.size else np.broadcast_to(c, (1,) * len(v.shape)).copy()
+        out = c.reshape(v.shape) if c.size == v.size else c.reshape((1,) * len(v.shape)) if c.size == 1 else None
     else:
         op = producer.get(v.id)
         out = None if op is None or len(op.outputs) != 1 else _apply(op, producer, limit, memo)
